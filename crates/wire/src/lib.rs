@@ -1,0 +1,14 @@
+//! `wire` owns the byte-level view of a frame on glasswire's data path: it reads an
+//! Ethernet frame (with up to two VLAN tags) down to its IP and TCP headers, names what
+//! it could not parse, and builds the normalised flow key that both directions of a TCP
+//! connection share — the same key, byte for byte, that the XDP program in `xdp-prog/`
+//! uses for its verdict map. It never allocates and never panics on the bytes it is
+//! given. It knows nothing of sockets, rings or TLS.
+
+#![warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+
+mod flow;
+mod frame;
+
+pub use flow::{Direction, FlowKey};
+pub use frame::{parse_frame, Frame, L3, ParseError, TcpSummary};

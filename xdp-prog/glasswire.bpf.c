@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+//
+// glasswire's XDP program: the first thing every frame on a bridge port meets.
+//
+// It is attached to both ports of the bridge. For each frame it decides, in this order:
+//   1. not one of our ports                      -> XDP_PASS (never touch other traffic)
+//   2. userspace-forward mode                    -> AF_XDP socket of this queue
+//   3. not IP (ARP, LLDP, unknown VLAN payload)  -> peer port, in the kernel
+//   4. IP but not TCP (UDP, ICMP, ...)           -> peer port, in the kernel
+//   5. TCP whose flow has verdict BYPASS         -> peer port, in the kernel
+//      TCP whose flow has verdict BLOCK          -> XDP_DROP
+//   6. everything else (new or inspected TCP, anything we could not parse,
+//      IP fragments, IPv6 with extension headers) -> AF_XDP socket of this queue
+// If no AF_XDP socket is bound on the queue the frame goes to the peer port (fail open):
+// a bridge that loses frames because userspace is not ready is worse than one that
+// forwards them uninspected, and the miss is counted.
+//
+// The flow key layout, verdict values and counter indices are mirrored in
+// crates/xdp/src/maps.rs and crates/wire/src/flow.rs; change them together.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_QUEUES 64
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+
+// A TCP flow, the same for both directions: the (address, port) pair that sorts lower
+// (bytewise address, then port) is `lo`.
+struct flow_key {
+	__u8 addr_lo[16]; // IPv4 uses the first 4 bytes, the rest is zero
+	__u8 addr_hi[16];
+	__u16 port_lo; // host byte order
+	__u16 port_hi;
+	__u8 family; // 4 or 6
+	__u8 proto; // IPPROTO_TCP
+	__u8 pad[2];
+};
+
+enum verdict {
+	VERDICT_INSPECT = 0,
+	VERDICT_BYPASS = 1,
+	VERDICT_BLOCK = 2,
+};
+
+// Written by userspace; the kernel counts the frames it forwarded on the fast path.
+// Direction 0 is lo -> hi.
+struct flow_state {
+	__u32 verdict;
+	__u32 pad;
+	__u64 packets[2];
+	__u64 bytes[2];
+};
+
+struct port_info {
+	__u32 index; // 0 = port A (client side), 1 = port B (server side)
+	__u32 pad;
+};
+
+enum counter {
+	C_RX_FRAMES = 0,
+	C_RX_BYTES,
+	C_FAST_NON_IP, // frames forwarded in the kernel because they are not IP
+	C_FAST_NON_TCP, // ... because they are IP but not TCP
+	C_FAST_BYPASS, // ... because their TCP flow has a BYPASS verdict
+	C_FAST_BYTES, // bytes of all fast-path frames
+	C_TO_USERSPACE, // frames redirected to the AF_XDP socket
+	C_BLOCKED, // frames dropped by a BLOCK verdict
+	C_NO_SOCKET, // frames meant for userspace with no socket on their queue
+	C_COUNT,
+};
+
+enum settings_bits {
+	SETTING_USERSPACE_FORWARD = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32); // ingress ifindex
+	__type(value, struct port_info);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks_a SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks_b SEC(".maps");
+
+// Slot i holds the ifindex of the port that frames arriving on port i leave by.
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} peer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct flow_key);
+	__type(value, struct flow_state);
+} verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * C_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} settings SEC(".maps");
+
+static __always_inline void count(__u32 port, __u32 which, __u64 n)
+{
+	__u32 idx = port * C_COUNT + which;
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c)
+		*c += n;
+}
+
+enum parsed {
+	P_NON_IP,
+	P_NON_TCP,
+	P_TCP,
+	P_USERSPACE, // malformed, fragmented or not understood here: let userspace judge
+};
+
+// Bytewise compare of two 16-byte addresses: <0, 0, >0 like memcmp.
+static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (a[i] != b[i])
+			return a[i] < b[i] ? -1 : 1;
+	}
+	return 0;
+}
+
+// Fills `key` as the normalised 5-tuple; returns the direction (0: src is lo).
+static __always_inline __u32 normalise(struct flow_key *key, const __u8 *src, const __u8 *dst,
+				       __u16 sport, __u16 dport)
+{
+	int c = addr_cmp(src, dst);
+	__u32 dir = (c > 0 || (c == 0 && sport > dport)) ? 1 : 0;
+	const __u8 *lo = dir ? dst : src;
+	const __u8 *hi = dir ? src : dst;
+	__builtin_memcpy(key->addr_lo, lo, 16);
+	__builtin_memcpy(key->addr_hi, hi, 16);
+	key->port_lo = dir ? dport : sport;
+	key->port_hi = dir ? sport : dport;
+	return dir;
+}
+
+static __always_inline enum parsed parse(void *data, void *end, struct flow_key *key, __u32 *dir)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return P_USERSPACE; // runt
+	__u16 proto = eth->h_proto;
+	void *l3 = eth + 1;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q_) && proto != bpf_htons(ETH_P_8021AD_))
+			break;
+		if (l3 + 4 > end)
+			return P_USERSPACE;
+		proto = *(__u16 *)(l3 + 2);
+		l3 += 4;
+	}
+
+	__u8 src[16] = {}, dst[16] = {};
+	void *l4;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
+			return P_USERSPACE;
+		if (ip->protocol != IPPROTO_TCP)
+			return P_NON_TCP;
+		// Fragments carry no (or a partial) TCP header; userspace sorts them out.
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return P_USERSPACE;
+		l4 = l3 + ip->ihl * 4;
+		__builtin_memcpy(src, &ip->saddr, 4);
+		__builtin_memcpy(dst, &ip->daddr, 4);
+		key->family = 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			return P_USERSPACE;
+		if (ip6->nexthdr != IPPROTO_TCP) {
+			// Extension headers may hide TCP behind them: userspace walks them.
+			switch (ip6->nexthdr) {
+			case 0: // hop-by-hop
+			case 43: // routing
+			case 44: // fragment
+			case 60: // destination options
+				return P_USERSPACE;
+			default:
+				return P_NON_TCP;
+			}
+		}
+		l4 = ip6 + 1;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
+		key->family = 6;
+	} else {
+		return P_NON_IP;
+	}
+
+	struct tcphdr *tcp = l4;
+	if ((void *)(tcp + 1) > end || tcp->doff < 5)
+		return P_USERSPACE;
+	key->proto = IPPROTO_TCP;
+	*dir = normalise(key, src, dst, bpf_ntohs(tcp->source), bpf_ntohs(tcp->dest));
+	return P_TCP;
+}
+
+SEC("xdp")
+int glasswire_xdp(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct port_info *pi = bpf_map_lookup_elem(&ports, &ifindex);
+	if (!pi)
+		return XDP_PASS;
+	__u32 port = pi->index & 1;
+
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 len = end - data;
+	count(port, C_RX_FRAMES, 1);
+	count(port, C_RX_BYTES, len);
+
+	__u32 zero = 0;
+	__u32 *flags = bpf_map_lookup_elem(&settings, &zero);
+	if (flags && (*flags & SETTING_USERSPACE_FORWARD))
+		goto userspace;
+
+	struct flow_key key = {};
+	__u32 dir = 0;
+	switch (parse(data, end, &key, &dir)) {
+	case P_NON_IP:
+		count(port, C_FAST_NON_IP, 1);
+		goto fast;
+	case P_NON_TCP:
+		count(port, C_FAST_NON_TCP, 1);
+		goto fast;
+	case P_USERSPACE:
+		goto userspace;
+	case P_TCP:
+		break;
+	}
+
+	struct flow_state *st = bpf_map_lookup_elem(&verdicts, &key);
+	if (!st)
+		goto userspace;
+	if (st->verdict == VERDICT_BLOCK) {
+		count(port, C_BLOCKED, 1);
+		return XDP_DROP;
+	}
+	if (st->verdict != VERDICT_BYPASS)
+		goto userspace;
+	dir &= 1;
+	__sync_fetch_and_add(&st->packets[dir], 1);
+	__sync_fetch_and_add(&st->bytes[dir], len);
+	count(port, C_FAST_BYPASS, 1);
+
+fast:
+	count(port, C_FAST_BYTES, len);
+	return bpf_redirect_map(&peer, port, 0);
+
+userspace:;
+	__u32 q = ctx->rx_queue_index;
+	if (port == 0) {
+		if (bpf_map_lookup_elem(&xsks_a, &q)) {
+			count(port, C_TO_USERSPACE, 1);
+			return bpf_redirect_map(&xsks_a, q, 0);
+		}
+	} else {
+		if (bpf_map_lookup_elem(&xsks_b, &q)) {
+			count(port, C_TO_USERSPACE, 1);
+			return bpf_redirect_map(&xsks_b, q, 0);
+		}
+	}
+	count(port, C_NO_SOCKET, 1);
+	count(port, C_FAST_BYTES, len);
+	return bpf_redirect_map(&peer, port, 0);
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

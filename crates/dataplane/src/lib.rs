@@ -1,0 +1,16 @@
+//! `dataplane` is the per-queue worker: it drains both ports' AF_XDP RX rings, asks the
+//! [`Forwarder`] what to do with each frame, moves forwarded frames to the other port's
+//! TX ring without copying them (both sockets share one UMEM), recycles completed frames
+//! into the fill rings, and sleeps in `poll(2)` when there is nothing to do. It is the
+//! only code that touches rings; the forwarding decision itself is sans-IO and tested
+//! without root. It knows nothing of config files or the CLI.
+
+#![warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+
+mod forward;
+mod stats;
+mod worker;
+
+pub use forward::{Action, Forwarder, Port};
+pub use stats::{PortStats, WorkerStats};
+pub use worker::{spawn_worker, WorkerConfig, WorkerHandle};

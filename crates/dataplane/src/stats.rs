@@ -1,0 +1,67 @@
+//! Counters of one worker, declared once here with what they count.
+
+use telemetry::{counter_set, Counter};
+use wire::ParseError;
+
+counter_set! {
+    /// What one worker did on one port (frames received from that port's socket and
+    /// transmitted out of it).
+    pub struct PortStats {
+        /// frames received from this port's AF_XDP socket
+        rx_frames,
+        /// bytes of those frames
+        rx_bytes,
+        /// frames transmitted out of this port
+        tx_frames,
+        /// bytes of those frames
+        tx_bytes,
+        /// frames from this port dropped because the other port's TX ring was full
+        drop_tx_ring_full,
+        /// frames from this port dropped because they could not be parsed (see parse_drops)
+        drop_malformed,
+    }
+}
+
+counter_set! {
+    /// What one worker did, beyond per-port frame counts.
+    pub struct WorkerCounters {
+        /// TCP flows whose bypass verdict this worker wrote to the kernel's flow map
+        bypass_verdicts,
+        /// verdict map writes the kernel refused
+        verdict_write_errors,
+        /// times the worker slept in poll(2) because all its rings were idle
+        idle_polls,
+        /// TX wakeups (sendto) issued to push frames out in copy mode
+        tx_wakeups,
+    }
+}
+
+/// Everything one worker counts; shared with the stats socket.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub ports: [PortStats; 2],
+    /// Frames dropped as unparseable, per port, per [`ParseError`] (indexed by
+    /// [`ParseError::index`]).
+    pub parse_drops: [[Counter; ParseError::ALL.len()]; 2],
+    pub worker: WorkerCounters,
+}
+
+impl WorkerStats {
+    pub fn snapshot(&self, names: &[String; 2]) -> serde_json::Value {
+        let mut ports = serde_json::Map::new();
+        for (i, (name, p)) in names.iter().zip(&self.ports).enumerate() {
+            let mut m = p.snapshot();
+            let mut drops = serde_json::Map::new();
+            if let Some(row) = self.parse_drops.get(i) {
+                for (reason, c) in ParseError::ALL.iter().zip(row) {
+                    drops.insert(reason.reason().to_string(), c.get().into());
+                }
+            }
+            m.insert("parse_drops".into(), drops.into());
+            ports.insert(name.clone(), m.into());
+        }
+        let mut out = self.worker.snapshot();
+        out.insert("ports".into(), ports.into());
+        out.into()
+    }
+}

@@ -1,0 +1,228 @@
+//! The worker loop: one thread per queue, pinned to its core.
+
+use crate::forward::{Action, Forwarder, Port};
+use crate::stats::WorkerStats;
+use anyhow::{anyhow, Context, Result};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use xdp::{BridgeProgram, FrameDesc, QueueSockets, Verdict, VerdictMap, XskOptions};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `[A, B]`: client-side and server-side interface names.
+    pub ports: [String; 2],
+    pub queue: u32,
+    /// Core to pin the thread to; `None` leaves it to the scheduler.
+    pub core: Option<usize>,
+    pub fast_path: bool,
+    /// Frames taken from an RX ring per pass.
+    pub batch_size: usize,
+    pub xsk: XskOptions,
+}
+
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub queue: u32,
+    pub core: Option<usize>,
+    pub stats: Arc<WorkerStats>,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl WorkerHandle {
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    pub fn join(self) -> Result<()> {
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("worker for queue {} panicked", self.queue))?
+    }
+}
+
+/// How long an idle worker sleeps in poll(2) before looking at the stop flag again.
+const IDLE_POLL_MS: i32 = 100;
+
+/// Starts the worker for `cfg.queue`: it opens both ports' sockets on its own thread
+/// (the UMEM never leaves it), and its sockets are registered in the program's XSK maps
+/// before this returns, so frames flow as soon as it does.
+pub fn spawn_worker(
+    cfg: WorkerConfig,
+    program: &mut BridgeProgram,
+    verdicts: VerdictMap,
+    stop: Arc<AtomicBool>,
+) -> Result<WorkerHandle> {
+    let stats = Arc::new(WorkerStats::default());
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<[RawFd; 2]>>();
+    let thread_stats = stats.clone();
+    let queue = cfg.queue;
+    let core = cfg.core;
+    let thread = std::thread::Builder::new()
+        .name(format!("worker-q{queue}"))
+        .spawn(move || run(cfg, thread_stats, verdicts, stop, ready_tx))
+        .context("spawning a worker thread")?;
+    let fds = match ready_rx.recv() {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => anyhow!("worker for queue {queue} died while opening its sockets"),
+            })
+        }
+    };
+    for (port, fd) in fds.iter().enumerate() {
+        program.register_socket(port, queue, *fd)?;
+    }
+    Ok(WorkerHandle {
+        queue,
+        core,
+        stats,
+        thread,
+    })
+}
+
+fn run(
+    cfg: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    verdicts: VerdictMap,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<[RawFd; 2]>>,
+) -> Result<()> {
+    if let Some(core) = cfg.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            tracing::warn!(core, queue = cfg.queue, "could not pin the worker to its core");
+        }
+    }
+    let opened = QueueSockets::open([&cfg.ports[0], &cfg.ports[1]], cfg.queue, &cfg.xsk)
+        .with_context(|| format!("queue {}", cfg.queue));
+    let mut socks = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let fds = [socks.ports[0].fd(), socks.ports[1].fd()];
+    // Frames must be in the fill rings before the sockets are registered, or the first
+    // frames redirected to them are dropped for want of a buffer.
+    refill(&mut socks);
+    if ready.send(Ok(fds)).is_err() {
+        return Ok(());
+    }
+    tracing::info!(queue = cfg.queue, core = ?cfg.core, "worker running");
+
+    let mut forwarder = Forwarder::new(cfg.fast_path, stats.clone());
+    let batch = cfg.batch_size.max(1);
+    let mut rx_descs = vec![FrameDesc::default(); batch];
+    let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch);
+    let mut comp_descs = vec![FrameDesc::default(); cfg.xsk.ring_size as usize];
+    // Frames handed to each port's TX ring and not yet seen on its completion ring.
+    let mut in_flight = [0usize; 2];
+
+    while !stop.load(Ordering::Relaxed) {
+        let mut received = 0;
+        for from in [Port::A, Port::B] {
+            let to = from.peer();
+            let [a, b] = &mut socks.ports;
+            let (rx_side, tx_side) = if from == Port::A { (a, b) } else { (b, a) };
+            // Safety: the descriptors the RX ring hands back are frames of this
+            // socket's UMEM, owned by us until we give them to a ring again.
+            let n = unsafe { rx_side.rx.consume(&mut rx_descs) };
+            if n == 0 {
+                continue;
+            }
+            received += n;
+            tx_descs.clear();
+            for desc in rx_descs.iter().take(n) {
+                // Safety: `desc` came from this UMEM's RX ring and is not in any ring.
+                let data = unsafe { socks.umem.data(desc) };
+                match forwarder.on_frame(from, data.contents()) {
+                    Action::Forward => tx_descs.push(*desc),
+                    Action::Drop => socks.free.push(*desc),
+                }
+            }
+            // Safety: the descriptors are frames of the UMEM this TX ring shares.
+            let sent = unsafe { tx_side.tx.produce(&tx_descs) };
+            in_flight[to.index()] += sent;
+            let out = &stats.ports[to.index()];
+            out.tx_frames.add(sent as u64);
+            out.tx_bytes
+                .add(tx_descs.iter().take(sent).map(|d| d.lengths().data() as u64).sum());
+            if let Some(unsent) = tx_descs.get(sent..) {
+                if !unsent.is_empty() {
+                    stats.ports[from.index()].drop_tx_ring_full.add(unsent.len() as u64);
+                    socks.free.extend_from_slice(unsent);
+                }
+            }
+            if sent > 0 && tx_side.tx.needs_wakeup() {
+                stats.worker.tx_wakeups.incr();
+                tx_side.tx.wakeup().context("waking the TX ring")?;
+            }
+        }
+
+        for key in forwarder.take_bypass_requests() {
+            if let Err(e) = verdicts.set(&key, Verdict::Bypass) {
+                stats.worker.verdict_write_errors.incr();
+                tracing::warn!(flow = %key, error = %e, "writing a bypass verdict failed");
+            }
+        }
+
+        for (port, flying) in socks.ports.iter_mut().zip(in_flight.iter_mut()) {
+            loop {
+                // Safety: completion descriptors are TX frames of this UMEM, back to us.
+                let n = unsafe { port.comp.consume(&mut comp_descs) };
+                socks.free.extend_from_slice(comp_descs.get(..n).unwrap_or_default());
+                *flying = flying.saturating_sub(n);
+                if n < comp_descs.len() {
+                    break;
+                }
+            }
+        }
+        refill(&mut socks);
+
+        if received == 0 {
+            if in_flight.iter().any(|&n| n > 0) {
+                // Copy-mode TX only progresses when kicked; kick and look again soon.
+                for port in &socks.ports {
+                    port.tx.wakeup().context("waking the TX ring")?;
+                }
+                wait_readable(&fds, 1);
+            } else {
+                stats.worker.idle_polls.incr();
+                wait_readable(&fds, IDLE_POLL_MS);
+            }
+        }
+    }
+    tracing::info!(queue = cfg.queue, "worker stopped");
+    Ok(())
+}
+
+/// Tops up both fill rings from the free list, splitting it evenly so one busy port
+/// cannot starve the other of receive buffers.
+fn refill(socks: &mut QueueSockets) {
+    let share = socks.free.len().div_ceil(2);
+    for port in socks.ports.iter_mut() {
+        let room = port.fill.nb_free(share as u32) as usize;
+        let give = room.min(share).min(socks.free.len());
+        if give == 0 {
+            continue;
+        }
+        let start = socks.free.len() - give;
+        // Safety: frames on the free list belong to this UMEM and to no ring.
+        let produced = unsafe { port.fill.produce(socks.free.get(start..).unwrap_or_default()) };
+        // `produce` took the first `produced` of the slice; the rest stay ours.
+        socks.free.drain(start..start + produced);
+    }
+}
+
+fn wait_readable(fds: &[RawFd; 2], timeout_ms: i32) {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // Safety: `pfds` is a valid array of pollfd for the duration of the call.
+    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+}

@@ -1,1 +1,199 @@
-fn main() {}
+//! `glasswire`: the command line. It reads the config, runs the daemon, builds the
+//! namespace testbed, runs the demo and reads the stats socket. Per-packet work lives
+//! in the `dataplane` crate; nothing here touches a frame.
+
+mod config;
+mod daemon;
+mod demo;
+mod stats_cmd;
+mod testbed;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// glasswire: a transparent, kernel-bypass TLS visibility bridge.
+///
+/// Cabled inline between a switch and a router, it forwards every frame between its
+/// two ports through AF_XDP, keeps flows that need no inspection in the kernel's XDP
+/// fast path, and (as those capabilities land) decrypts the TLS sessions policy selects
+/// for the passive tools on its mirror port.
+///
+/// New here? `glasswire demo` brings up a namespace testbed, runs the bridge, sends
+/// traffic across it, prints what crossed and cleans up.
+#[derive(Debug, Parser)]
+#[command(name = "glasswire", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the bridge (needs root: XDP and AF_XDP).
+    ///
+    /// Attaches the XDP program to both ports, starts one worker per queue, serves
+    /// counters on the stats socket, and runs until SIGINT or SIGTERM, when it detaches
+    /// everything. A restart after a crash (even SIGKILL) needs no cleanup.
+    Run {
+        /// TOML config; `glasswire config example` prints an annotated one.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Send every frame through AF_XDP, including ARP, UDP and bypassed TCP
+        /// (overrides `bridge.userspace_forward`).
+        #[arg(long)]
+        userspace_forward: bool,
+        /// Keep every TCP frame in userspace (overrides `bridge.fast_path`).
+        #[arg(long)]
+        no_fast_path: bool,
+    },
+    /// Print the running bridge's counters.
+    Stats {
+        /// The stats socket (`stats.socket` in the config).
+        #[arg(long, default_value_os_t = config::default_stats_socket())]
+        socket: PathBuf,
+        /// Print the raw JSON document instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build or remove the namespace testbed: client, bridge and server namespaces.
+    Testbed {
+        #[command(subcommand)]
+        action: TestbedCmd,
+    },
+    /// Testbed up, bridge running, traffic across it, a summary, testbed down.
+    Demo {
+        /// Keep the artifacts (config, stats, bridge log, testbed description) in DIR.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Size of the file downloaded across the bridge, in MiB.
+        #[arg(long, default_value_t = 20)]
+        size_mb: u64,
+        /// Run the bridge with every frame through AF_XDP.
+        #[arg(long)]
+        userspace_forward: bool,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TestbedCmd {
+    /// Create the namespaces, veth pairs, mirror TAP and a config for them.
+    ///
+    /// Refuses when a namespace it would create exists and is not its own.
+    Up {
+        #[arg(long, default_value = testbed::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Remove everything `up` made (and stop processes left in its namespaces).
+    Down {
+        #[arg(long, default_value = testbed::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Describe a testbed that is up.
+    Status {
+        #[arg(long, default_value = testbed::DEFAULT_PREFIX)]
+        prefix: String,
+        /// One JSON object: namespaces, addresses, ports, mirror, config, run argv.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print an annotated config with every key and its default.
+    Example,
+    /// Check a config file and print it with defaults filled in.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GLASSWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = dispatch(Cli::parse()) {
+        eprintln!("glasswire: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Run {
+            config,
+            userspace_forward,
+            no_fast_path,
+        } => {
+            let mut cfg = config::Config::load(&config)?;
+            cfg.bridge.userspace_forward |= userspace_forward;
+            cfg.bridge.fast_path &= !no_fast_path;
+            daemon::run(cfg)
+        }
+        Cmd::Stats { socket, json } => {
+            let v = telemetry::fetch(&socket)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", stats_cmd::render(&v));
+            }
+            Ok(())
+        }
+        Cmd::Testbed { action } => match action {
+            TestbedCmd::Up { prefix } => {
+                let (st, existed) = testbed::up(&prefix)?;
+                let what = if existed { "already up" } else { "up" };
+                println!("testbed {prefix:?} {what}:\n{}", testbed::describe(&st));
+                Ok(())
+            }
+            TestbedCmd::Down { prefix } => {
+                if testbed::down(&prefix)? {
+                    println!("testbed {prefix:?} removed");
+                } else {
+                    println!("no testbed {prefix:?}: nothing to remove");
+                }
+                Ok(())
+            }
+            TestbedCmd::Status { prefix, json } => {
+                let st = testbed::status(&prefix)?;
+                if json {
+                    println!("{}", serde_json::to_string(&st)?);
+                } else {
+                    println!("testbed {prefix:?}:\n{}", testbed::describe(&st));
+                }
+                Ok(())
+            }
+        },
+        Cmd::Demo {
+            keep,
+            size_mb,
+            userspace_forward,
+        } => demo::run(demo::DemoOptions {
+            keep,
+            size_mb,
+            userspace_forward,
+        }),
+        Cmd::Config { action } => match action {
+            ConfigCmd::Example => {
+                print!("{}", config::EXAMPLE);
+                Ok(())
+            }
+            ConfigCmd::Check { config } => {
+                let cfg = config::Config::load(&config)?;
+                println!("{} is valid:\n\n{}", config.display(), toml::to_string_pretty(&cfg)?);
+                Ok(())
+            }
+        },
+    }
+}

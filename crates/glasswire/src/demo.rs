@@ -1,0 +1,198 @@
+//! `glasswire demo`: the whole thing on its embedded default, start to finish.
+
+use crate::testbed::{self, sh, Status};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "gwdemo";
+
+#[derive(Debug)]
+pub struct DemoOptions {
+    pub keep: Option<PathBuf>,
+    pub size_mb: u64,
+    pub userspace_forward: bool,
+}
+
+/// Tears the testbed down however the demo ends (error, panic or Ctrl-C).
+struct Cleanup {
+    bridge: Option<Child>,
+    work: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.bridge.take() {
+            let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+            let _ = b.wait();
+        }
+        let _ = testbed::down(PREFIX);
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+pub fn run(opts: DemoOptions) -> Result<()> {
+    ctrlc::set_handler(|| {
+        eprintln!("\ninterrupted: removing the demo testbed");
+        let _ = testbed::down(PREFIX);
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    println!("glasswire demo: a transparent AF_XDP bridge between two network namespaces\n");
+    if testbed::status(PREFIX).is_ok() {
+        println!("(removing a demo testbed left over from an earlier run)");
+        testbed::down(PREFIX)?;
+    }
+    let (st, _) = testbed::up(PREFIX)?;
+    let work = std::env::temp_dir().join(format!("glasswire-demo-{}", std::process::id()));
+    let mut cleanup = Cleanup {
+        bridge: None,
+        work: work.clone(),
+    };
+    std::fs::create_dir_all(&work)?;
+    println!("[1/5] testbed up\n{}\n", testbed::describe(&st));
+
+    let mut config = std::fs::read_to_string(&st.config)?;
+    if opts.userspace_forward {
+        config = config.replace("userspace_forward = false", "userspace_forward = true");
+    }
+    let config_path = work.join("glasswire.toml");
+    std::fs::write(&config_path, &config)?;
+    let exe = std::env::current_exe()?;
+    let log_path = work.join("bridge.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &st.bridge_ns])
+        .arg(&exe)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the bridge")?;
+    cleanup.bridge = Some(child);
+    wait_for_stats(&st.stats_socket, &log_path)?;
+    let mode = if opts.userspace_forward { "userspace-forward: every frame through AF_XDP" } else { "fast path: flows move to the kernel after their first payload" };
+    println!("[2/5] bridge running in {} ({mode})\n", st.bridge_ns);
+
+    for (family, target) in [("IPv4", &st.server_ip), ("IPv6", &st.server_ip6)] {
+        let out = sh(&["ip", "netns", "exec", &st.client_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target]);
+        match out {
+            Ok(text) => println!(
+                "[3/5] ping {family} {target}: {}",
+                text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("ok")
+            ),
+            Err(e) => bail!("ping {family} across the bridge failed: {e:#}"),
+        }
+    }
+    println!();
+
+    let served = work.join("www");
+    std::fs::create_dir_all(&served)?;
+    let file = served.join("payload.bin");
+    let want = write_random_file(&file, opts.size_mb)?;
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &st.server_ns, "python3", "-m", "http.server", "8080", "--bind", &st.server_ip, "--directory"])
+        .arg(&served)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting python3 -m http.server in the server namespace")?;
+    let url = format!("http://{}:8080/payload.bin", st.server_ip);
+    let fetched = work.join("fetched.bin");
+    let started = Instant::now();
+    let result = fetch_with_retry(&st, &url, &fetched);
+    let elapsed = started.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    let got = sha256_file(&fetched)?;
+    let ok = got == want;
+    println!(
+        "[4/5] curl {url} from {}: {} MB in {:.2} s ({:.0} Mbit/s), sha256 {} {}\n",
+        st.client_ns,
+        opts.size_mb,
+        elapsed.as_secs_f64(),
+        (opts.size_mb * 8 * 1024 * 1024) as f64 / elapsed.as_secs_f64() / 1e6,
+        &got[..16],
+        if ok { "matches the server's file" } else { "DIFFERS from the server's file" }
+    );
+
+    let stats = telemetry::fetch(&st.stats_socket)?;
+    println!("[5/5] what crossed the bridge\n{}", crate::stats_cmd::render(&stats));
+
+    if let Some(dir) = &opts.keep {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::copy(&config_path, dir.join("glasswire.toml"))?;
+        std::fs::write(dir.join("stats.json"), serde_json::to_string_pretty(&stats)?)?;
+        std::fs::copy(&log_path, dir.join("bridge.log"))?;
+        std::fs::write(dir.join("testbed.json"), serde_json::to_string_pretty(&st)?)?;
+        println!("artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json", dir.display());
+    }
+    drop(cleanup);
+    println!("testbed removed.");
+    if !ok {
+        bail!("the downloaded file differs from the served one");
+    }
+    Ok(())
+}
+
+fn wait_for_stats(socket: &Path, log: &Path) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(v) = telemetry::fetch(socket) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("the bridge did not come up within 15 s; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fetch_with_retry(st: &Status, url: &str, out: &Path) -> Result<()> {
+    let out_s = out.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sh(&["ip", "netns", "exec", &st.client_ns, "curl", "-sS", "--fail", "--max-time", "120", "-o", &out_s, url]) {
+            Ok(_) => return Ok(()),
+            // The server may still be binding its socket.
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("Failed to connect") => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn write_random_file(path: &Path, size_mb: u64) -> Result<String> {
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..size_mb {
+        std::io::Read::read_exact(&mut urandom, &mut buf)?;
+        hasher.update(&buf);
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut f, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,62 @@
+//! `glasswire stats`: read the stats socket and print it.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+/// A short human summary of a stats snapshot.
+pub fn render(stats: &Value) -> String {
+    let t = &stats["totals"];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  mode {}, up {:.1} s",
+        stats["mode"].as_str().unwrap_or("?"),
+        stats["uptime_s"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(out, "  {:<10} {:>12} {:>14} {:>12} {:>12} {:>12}", "port", "rx frames", "rx bytes", "fast path", "userspace", "tx (user)");
+    if let Some(ports) = stats["ports"].as_object() {
+        for (name, p) in ports {
+            let x = &p["xdp"];
+            let fast = n(x, &["fast_non_ip"]) + n(x, &["fast_non_tcp"]) + n(x, &["fast_bypass"]) + n(x, &["no_socket"]);
+            let tx: u64 = stats["workers"]
+                .as_array()
+                .map(|ws| ws.iter().map(|w| n(w, &["ports", name, "tx_frames"])).sum())
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>12} {:>14} {:>12} {:>12} {:>12}",
+                name,
+                n(x, &["rx_frames"]),
+                n(x, &["rx_bytes"]),
+                fast,
+                n(x, &["to_userspace"]),
+                tx
+            );
+        }
+    }
+    let rx = n(t, &["rx_frames"]).max(1);
+    let _ = writeln!(
+        out,
+        "  fast path (kernel): {} frames ({:.1}%), userspace (AF_XDP): {} frames ({:.1}%)",
+        n(t, &["fast_path_frames"]),
+        100.0 * n(t, &["fast_path_frames"]) as f64 / rx as f64,
+        n(t, &["userspace_frames"]),
+        100.0 * n(t, &["userspace_frames"]) as f64 / rx as f64,
+    );
+    let _ = writeln!(
+        out,
+        "  dropped: {} malformed, {} TX ring full, {} blocked",
+        n(t, &["dropped_malformed"]),
+        n(t, &["dropped_tx_ring_full"]),
+        n(t, &["dropped_blocked"])
+    );
+    out
+}

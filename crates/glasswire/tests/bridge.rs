@@ -1,0 +1,362 @@
+//! End-to-end tests of the bridge: real namespaces, real veths, the real XDP program and
+//! AF_XDP sockets, and real programs on both ends (ping, curl, python's http.server,
+//! tcpdump). Each test builds its own testbed under its own prefix and removes it on
+//! every exit path.
+
+mod common;
+
+use common::*;
+use etherparse::PacketBuilder;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const SEND_FRAMES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/send_frames.py");
+
+fn mac(s: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (o, p) in out.iter_mut().zip(s.split(':')) {
+        *o = u8::from_str_radix(p, 16).expect("hex MAC");
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn ping_both_families(tb: &Testbed) {
+    for target in [tb.s("server_ip"), tb.s("server_ip6")] {
+        let out = tb.client(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &target]);
+        assert!(
+            out.status.success(),
+            "ping {target} across the bridge failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn arp_nd_and_ping_cross_the_bridge_in_both_modes() {
+    if !can_run(&["ping", "ethtool"]) {
+        return;
+    }
+    let tb = Testbed::up("e2eping");
+    for extra in [&[][..], &["--userspace-forward"][..]] {
+        let bridge = tb.start_bridge(extra);
+        // Start from empty neighbour caches so ARP and ND must cross too.
+        tb.client(&["ip", "neigh", "flush", "all"]);
+        tb.server(&["ip", "neigh", "flush", "all"]);
+        ping_both_families(&tb);
+        let neigh = String::from_utf8_lossy(&tb.client(&["ip", "neigh", "show"]).stdout).to_string();
+        for ip in [tb.s("server_ip"), tb.s("server_ip6")] {
+            let line = neigh
+                .lines()
+                .find(|l| l.starts_with(&format!("{ip} ")))
+                .unwrap_or_else(|| panic!("{ip} not resolved on the client: {neigh}"));
+            assert!(line.contains(&tb.s("server_mac")), "{ip} resolved to the wrong MAC: {line}");
+        }
+        let st = bridge.stats();
+        if extra.is_empty() {
+            // ARP, ND and ICMP are not TCP: forwarded in the kernel.
+            assert!(u(&st, &["totals", "fast_path_frames"]) >= 12, "{st}");
+        } else {
+            assert!(u(&st, &["totals", "userspace_frames"]) >= 12, "{st}");
+            assert_eq!(u(&st, &["ports", "porta", "xdp", "fast_non_ip"]), 0);
+            assert_eq!(u(&st, &["ports", "porta", "xdp", "fast_non_tcp"]), 0);
+        }
+    }
+}
+
+fn download_50mb(extra: &[&str], prefix: &str) {
+    if !can_run(&["curl", "python3", "ethtool", "ss"]) {
+        return;
+    }
+    let tb = Testbed::up(prefix);
+    let bridge = tb.start_bridge(extra);
+    let dir = Scratch::new(prefix);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let want = random_file(&www.join("big.bin"), 50);
+    let _server = HttpServer::start(&tb, &www, 8080);
+    let got_path = dir.0.join("got.bin");
+    for url in [
+        format!("http://{}:8080/big.bin", tb.s("server_ip")),
+        format!("http://[{}]:8080/big.bin", tb.s("server_ip6")),
+    ] {
+        let out = tb.client(&["curl", "-sS", "--fail", "--max-time", "300", "-o", got_path.to_str().expect("path"), &url]);
+        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(sha256_file(&got_path), want, "{url}: downloaded bytes differ from the served file");
+    }
+    let st = bridge.stats();
+    let porta_fast = u(&st, &["ports", "porta", "xdp", "fast_bypass"]);
+    let portb_fast = u(&st, &["ports", "portb", "xdp", "fast_bypass"]);
+    let user = u(&st, &["totals", "userspace_frames"]);
+    if extra.contains(&"--userspace-forward") {
+        assert_eq!(porta_fast + portb_fast, 0, "userspace-forward mode used the fast path: {st}");
+        // 2 x 50 MB at <= 1500 bytes a frame.
+        assert!(user > 70_000, "userspace saw only {user} frames: {st}");
+        assert_eq!(u(&st, &["totals", "userspace_tx_frames"]), user, "frames lost in userspace: {st}");
+    } else {
+        assert!(portb_fast > 70_000, "the download did not move to the fast path: {st}");
+        assert!(user > 0 && user < 1000, "handshakes should cross userspace, the bulk not: {st}");
+        assert_eq!(u(&st, &["workers", "0", "bypass_verdicts"]).min(1), 1);
+    }
+    assert_eq!(u(&st, &["totals", "dropped_malformed"]), 0);
+}
+
+#[test]
+fn http_50mb_fast_path_hashes_match() {
+    download_50mb(&[], "e2efast");
+}
+
+#[test]
+fn http_50mb_userspace_forward_hashes_match() {
+    download_50mb(&["--userspace-forward"], "e2euser");
+}
+
+/// Starts tcpdump in `ns` on `dev` writing `path`; returns once it is capturing.
+fn capture(tb: &Testbed, ns: &str, dev: &str, path: &std::path::Path) -> std::process::Child {
+    let mut child = tb.spawn_in(ns, &["tcpdump", "-U", "-n", "-i", dev, "-w", path.to_str().expect("path"), "arp or ip or vlan"]);
+    // tcpdump says "listening on" once the capture is open.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("tcpdump did not start");
+    child
+}
+
+fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(path).expect("pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    let mut out = Vec::new();
+    while let Some(pkt) = reader.next_packet() {
+        out.push(pkt.expect("pcap packet").data.into_owned());
+    }
+    out
+}
+
+fn frames_identical(extra: &[&str], prefix: &str) {
+    if !can_run(&["tcpdump", "curl", "python3", "ping", "ss"]) {
+        return;
+    }
+    let tb = Testbed::up(prefix);
+    let _bridge = tb.start_bridge(extra);
+    let dir = Scratch::new(prefix);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    random_file(&www.join("small.bin"), 1);
+    let _server = HttpServer::start(&tb, &www, 8080);
+    tb.client(&["ip", "neigh", "flush", "all"]);
+    tb.server(&["ip", "neigh", "flush", "all"]);
+
+    let cpath = dir.0.join("client.pcap");
+    let spath = dir.0.join("server.pcap");
+    let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath);
+    let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath);
+
+    // ARP (caches were flushed) and ICMP.
+    assert!(tb.client(&["ping", "-c", "2", "-i", "0.2", &tb.s("server_ip")]).status.success());
+    // TCP.
+    let url = format!("http://{}:8080/small.bin", tb.s("server_ip"));
+    assert!(tb.client(&["curl", "-sS", "--fail", "-o", "/dev/null", &url]).status.success());
+    // UDP (the server answers with ICMP port unreachable).
+    let udp = format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor n in (1, 200, 1400): s.sendto(b'u'*n, ('{}', 9999))",
+        tb.s("server_ip")
+    );
+    assert!(tb.client(&["python3", "-c", &udp]).status.success());
+    // VLAN-tagged frames: an IPv4/UDP packet behind tag 42 and an unknown payload behind tag 7.
+    let (cm, sm) = (mac(&tb.s("client_mac")), mac(&tb.s("server_mac")));
+    let mut tagged = Vec::new();
+    PacketBuilder::ethernet2(cm, sm)
+        .single_vlan(42.try_into().expect("vid"))
+        .ipv4([10, 66, 0, 1], [10, 66, 0, 2], 64)
+        .udp(1111, 2222)
+        .write(&mut tagged, b"vlan payload")
+        .expect("frame");
+    let mut odd = Vec::new();
+    odd.extend_from_slice(&sm);
+    odd.extend_from_slice(&cm);
+    odd.extend_from_slice(&[0x81, 0x00, 0x00, 0x07, 0x88, 0xb5]);
+    odd.extend_from_slice(&[0x5a; 46]);
+    let sent = tb.client(&["python3", SEND_FRAMES, &tb.s("client_if"), &hex(&tagged), &hex(&odd)]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+
+    std::thread::sleep(Duration::from_millis(800));
+    for cap in [&mut ccap, &mut scap] {
+        let _ = std::process::Command::new("kill").args(["-INT", &cap.id().to_string()]).status();
+        let _ = cap.wait();
+    }
+    let client = read_pcap(&cpath);
+    let server = read_pcap(&spath);
+
+    let count = |frames: &[Vec<u8>]| {
+        let mut m: HashMap<Vec<u8>, usize> = HashMap::new();
+        for f in frames {
+            *m.entry(f.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (cm_set, sm_set) = (count(&client), count(&server));
+    let only_client: Vec<_> = cm_set.iter().filter(|(f, n)| sm_set.get(*f) != Some(n)).map(|(f, _)| hex(&f[..f.len().min(54)])).collect();
+    let only_server: Vec<_> = sm_set.iter().filter(|(f, n)| cm_set.get(*f) != Some(n)).map(|(f, _)| hex(&f[..f.len().min(54)])).collect();
+    assert!(
+        only_client.is_empty() && only_server.is_empty(),
+        "frames differ across the bridge ({extra:?}):\n client only: {only_client:?}\n server only: {only_server:?}"
+    );
+
+    // Every kind of frame the test meant to send is really in the capture.
+    let kind = |f: &Vec<u8>| -> &'static str {
+        match (f.get(12..14), f.get(23)) {
+            (Some([0x08, 0x06]), _) => "arp",
+            (Some([0x81, 0x00]), _) => "vlan",
+            (Some([0x08, 0x00]), Some(1)) => "icmp",
+            (Some([0x08, 0x00]), Some(6)) => "tcp",
+            (Some([0x08, 0x00]), Some(17)) => "udp",
+            _ => "other",
+        }
+    };
+    for k in ["arp", "vlan", "icmp", "tcp", "udp"] {
+        assert!(client.iter().any(|f| kind(f) == k), "no {k} frame crossed: the test sent one");
+    }
+    assert!(client.iter().filter(|f| kind(f) == "vlan").count() >= 2);
+    assert!(client.len() > 20, "only {} frames captured", client.len());
+}
+
+#[test]
+fn frames_are_byte_identical_on_both_sides_fast_path() {
+    frames_identical(&[], "e2eidf");
+}
+
+#[test]
+fn frames_are_byte_identical_on_both_sides_userspace_forward() {
+    frames_identical(&["--userspace-forward"], "e2eidu");
+}
+
+/// Frames that are wrong in one way each; returns them with the drop reason expected.
+fn malformed_frames(cm: [u8; 6], sm: [u8; 6]) -> Vec<(Vec<u8>, &'static str)> {
+    let mut good = Vec::new();
+    PacketBuilder::ethernet2(cm, sm)
+        .ipv4([10, 66, 0, 1], [10, 66, 0, 2], 64)
+        .tcp(40000, 8080, 1, 1000)
+        .write(&mut good, b"payload")
+        .expect("frame");
+    let mut good6 = Vec::new();
+    let (mut c6, mut s6) = ([0u8; 16], [0u8; 16]);
+    c6[0] = 0xfd;
+    c6[1] = 0x66;
+    c6[15] = 1;
+    s6[..2].copy_from_slice(&[0xfd, 0x66]);
+    s6[15] = 2;
+    PacketBuilder::ethernet2(cm, sm)
+        .ipv6(c6, s6, 64)
+        .tcp(40000, 8080, 1, 1000)
+        .write(&mut good6, b"payload")
+        .expect("frame");
+
+    let mut frames = Vec::new();
+    // IPv4 EtherType with only 6 bytes of header.
+    frames.push((good[..20].to_vec(), "truncated_ip"));
+    // IHL 3.
+    let mut f = good.clone();
+    f[14] = 0x43;
+    frames.push((f, "bad_ip_header"));
+    // Total length 1500 in a 61-byte frame.
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    frames.push((f, "truncated_ip"));
+    // IPv6 header cut at 30 bytes.
+    frames.push((good6[..14 + 30].to_vec(), "truncated_ip"));
+    // TCP header cut to 8 bytes (IP total length agreeing).
+    let mut f = good[..14 + 20 + 8].to_vec();
+    f[16..18].copy_from_slice(&28u16.to_be_bytes());
+    frames.push((f, "truncated_tcp"));
+    // TCP data offset 2.
+    let mut f = good.clone();
+    f[14 + 20 + 12] = 0x20;
+    frames.push((f, "bad_tcp_header"));
+    // IPv6 EtherType carrying an IPv4 header.
+    let mut f = good.clone();
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    frames.push((f, "bad_ip_header"));
+    // Runt: VLAN tag cut in half.
+    let mut f = good[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00, 0x00]);
+    frames.push((f, "truncated_vlan"));
+    frames
+}
+
+fn malformed(extra: &[&str], prefix: &str) {
+    if !can_run(&["python3", "curl", "ping", "ss"]) {
+        return;
+    }
+    let tb = Testbed::up(prefix);
+    let mut bridge = tb.start_bridge(extra);
+    let frames = malformed_frames(mac(&tb.s("client_mac")), mac(&tb.s("server_mac")));
+    let mut argv = vec!["python3".to_string(), SEND_FRAMES.to_string(), tb.s("client_if")];
+    argv.extend(frames.iter().map(|(f, _)| hex(f)));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    // Three rounds, with good traffic in between.
+    for _ in 0..3 {
+        let out = tb.client(&argv);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ping_both_families(&tb);
+    }
+    let dir = Scratch::new(prefix);
+    let want = random_file(&dir.0.join("f.bin"), 2);
+    let _server = HttpServer::start(&tb, &dir.0, 8080);
+    let got = dir.0.join("got.bin");
+    let url = format!("http://{}:8080/f.bin", tb.s("server_ip"));
+    assert!(tb.client(&["curl", "-sS", "--fail", "-o", got.to_str().expect("path"), &url]).status.success());
+    assert_eq!(sha256_file(&got), want);
+
+    assert!(bridge.is_running(), "the bridge died on malformed input");
+    let st = bridge.stats();
+    let mut want_by_reason: HashMap<&str, u64> = HashMap::new();
+    for (_, r) in &frames {
+        *want_by_reason.entry(r).or_default() += 3;
+    }
+    for (reason, n) in &want_by_reason {
+        assert_eq!(
+            u(&st, &["workers", "0", "ports", "porta", "parse_drops", reason]),
+            *n,
+            "drops counted for {reason}: {st}"
+        );
+    }
+    assert_eq!(u(&st, &["totals", "dropped_malformed"]), 3 * frames.len() as u64);
+}
+
+#[test]
+fn malformed_frames_are_counted_and_good_traffic_flows_fast_path() {
+    malformed(&[], "e2emalf");
+}
+
+#[test]
+fn malformed_frames_are_counted_and_good_traffic_flows_userspace_forward() {
+    malformed(&["--userspace-forward"], "e2emalu");
+}
+
+#[test]
+fn sigkill_then_restart_brings_the_bridge_back() {
+    if !can_run(&["ping"]) {
+        return;
+    }
+    let tb = Testbed::up("e2ekill");
+    let mut bridge = tb.start_bridge(&[]);
+    ping_both_families(&tb);
+    bridge.kill9();
+    // With the daemon gone its XDP link is gone too: the wire is cut, not left half-open.
+    let out = tb.client(&["ping", "-c", "1", "-W", "1", &tb.s("server_ip")]);
+    assert!(!out.status.success(), "traffic crossed with no bridge running");
+    // The stale stats socket and anything else it left must not stop a restart.
+    let bridge = tb.start_bridge(&[]);
+    ping_both_families(&tb);
+    assert!(u(&bridge.stats(), &["totals", "rx_frames"]) > 0);
+}

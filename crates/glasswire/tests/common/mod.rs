@@ -1,0 +1,299 @@
+//! Shared pieces of the end-to-end tests: a testbed that removes itself, a bridge
+//! process that stops itself, and commands run inside the testbed's namespaces.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_glasswire");
+
+/// True when the test may run. Outside CI a missing privilege or tool skips the test
+/// loudly; in CI (`CI=true`) it fails it, so nothing is silently skipped there.
+pub fn can_run(tools: &[&str]) -> bool {
+    let in_ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+    let mut missing = Vec::new();
+    // Safety: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root".to_string());
+    }
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            missing.push(t.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!in_ci, "CI=true but this test needs {missing:?}");
+    eprintln!("SKIPPED (not counted as a pass): needs {missing:?}");
+    false
+}
+
+pub fn run(argv: &[&str]) -> Output {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {argv:?}: {e}"))
+}
+
+pub fn run_ok(argv: &[&str]) -> String {
+    let out = run(argv);
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A testbed that is removed when dropped, on every exit path of the test.
+pub struct Testbed {
+    pub prefix: String,
+    pub status: Value,
+}
+
+impl Testbed {
+    pub fn up(prefix: &str) -> Self {
+        // A previous run that was killed may have left it behind.
+        let _ = run(&[BIN, "testbed", "down", "--prefix", prefix]);
+        run_ok(&[BIN, "testbed", "up", "--prefix", prefix]);
+        let json = run_ok(&[BIN, "testbed", "status", "--prefix", prefix, "--json"]);
+        let status: Value = serde_json::from_str(&json).expect("status --json is JSON");
+        Self {
+            prefix: prefix.into(),
+            status,
+        }
+    }
+
+    pub fn s(&self, key: &str) -> String {
+        self.status[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("testbed status has no {key}"))
+            .to_string()
+    }
+
+    pub fn client(&self, argv: &[&str]) -> Output {
+        self.in_ns(&self.s("client_ns"), argv)
+    }
+
+    pub fn server(&self, argv: &[&str]) -> Output {
+        self.in_ns(&self.s("server_ns"), argv)
+    }
+
+    pub fn in_ns(&self, ns: &str, argv: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(argv);
+        run(&full)
+    }
+
+    pub fn spawn_in(&self, ns: &str, argv: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {argv:?} in {ns}: {e}"))
+    }
+
+    pub fn stats_socket(&self) -> PathBuf {
+        PathBuf::from(self.s("stats_socket"))
+    }
+
+    pub fn start_bridge(&self, extra: &[&str]) -> Bridge {
+        let argv: Vec<String> = self.status["run"]
+            .as_array()
+            .expect("run argv")
+            .iter()
+            .map(|v| v.as_str().expect("argv string").to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
+        let log = std::env::temp_dir().join(format!("gw-e2e-{}-bridge.log", self.prefix));
+        let file = std::fs::File::create(&log).expect("bridge log");
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .expect("starting the bridge");
+        let bridge = Bridge {
+            child: Some(child),
+            socket: self.stats_socket(),
+            log,
+        };
+        bridge.wait_ready();
+        bridge
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let out = run(&[BIN, "testbed", "down", "--prefix", &self.prefix]);
+        if !out.status.success() {
+            eprintln!("testbed down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+pub struct Bridge {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Bridge {
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if Command::new(BIN)
+                .args(["stats", "--json", "--socket"])
+                .arg(&self.socket)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "bridge did not come up; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    pub fn stats(&self) -> Value {
+        let out = Command::new(BIN)
+            .args(["stats", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .expect("glasswire stats");
+        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = match (cur, p.parse::<usize>()) {
+            (Value::Array(a), Ok(i)) => &a[i],
+            _ => &cur[*p],
+        };
+    }
+    cur.as_u64().unwrap_or_else(|| panic!("no number at {path:?} in {v}"))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("read");
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A scratch directory removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("gw-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `mb` MiB of random bytes; returns the file's sha256.
+pub fn random_file(path: &Path, mb: usize) -> String {
+    let mut data = vec![0u8; mb << 20];
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    std::io::Read::read_exact(&mut f, &mut data).expect("random bytes");
+    std::fs::write(path, &data).expect("write file");
+    sha256_file(path)
+}
+
+/// An HTTP server (python's http.server) in the server namespace, stopped when dropped.
+pub struct HttpServer(Child);
+
+impl HttpServer {
+    pub fn start(tb: &Testbed, dir: &Path, port: u16) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &tb.s("server_ns"), "python3", "-m", "http.server"])
+            .arg(port.to_string())
+            .args(["--bind", "::", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        // Wait until it listens, checked from inside its own namespace.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = tb.server(&["ss", "-ltnH", &format!("sport = :{port}")]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Self(child);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("http.server did not start listening");
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -23,7 +23,10 @@ fn main() {
             .arg(&obj)
             .status()
             .unwrap_or_else(|e| {
-                panic!("cannot run {clang} to build {}: {e} (install clang and libbpf-dev)", src.display())
+                panic!(
+                    "cannot run {clang} to build {}: {e} (install clang and libbpf-dev)",
+                    src.display()
+                )
             });
         assert!(status.success(), "{clang} failed on {}", src.display());
     }

@@ -23,6 +23,23 @@ impl Port {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// This port's element of a per-port pair (no bounds check needed: two ports, two slots).
+    pub fn of<T>(self, pair: &[T; 2]) -> &T {
+        let [a, b] = pair;
+        match self {
+            Port::A => a,
+            Port::B => b,
+        }
+    }
+
+    pub fn of_mut<T>(self, pair: &mut [T; 2]) -> &mut T {
+        let [a, b] = pair;
+        match self {
+            Port::A => a,
+            Port::B => b,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,21 +87,14 @@ impl Forwarder {
 
     #[must_use]
     pub fn on_frame(&mut self, from: Port, frame: &[u8]) -> Action {
-        let Some(port) = self.stats.ports.get(from.index()) else {
-            return Action::Drop;
-        };
+        let port = from.of(&self.stats.ports);
         port.rx_frames.incr();
         port.rx_bytes.add(frame.len() as u64);
         let parsed = match parse_frame(frame) {
             Ok(p) => p,
             Err(e) => {
                 port.drop_malformed.incr();
-                if let Some(c) = self
-                    .stats
-                    .parse_drops
-                    .get(from.index())
-                    .and_then(|row| row.get(e.index()))
-                {
+                if let Some(c) = from.of(&self.stats.parse_drops).get(e.index()) {
                     c.incr();
                 }
                 return Action::Drop;
@@ -131,7 +141,6 @@ impl Forwarder {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use etherparse::PacketBuilder;
@@ -180,7 +189,10 @@ mod tests {
         assert_eq!(f.on_frame(Port::B, &bad), Action::Drop);
         assert_eq!(stats.ports[1].drop_malformed.get(), 2);
         assert_eq!(stats.parse_drops[1][wire::ParseError::Runt.index()].get(), 1);
-        assert_eq!(stats.parse_drops[1][wire::ParseError::BadIpHeader.index()].get(), 1);
+        assert_eq!(
+            stats.parse_drops[1][wire::ParseError::BadIpHeader.index()].get(),
+            1
+        );
         let snap = stats.snapshot(&["a".into(), "b".into()]);
         assert_eq!(snap["ports"]["b"]["parse_drops"]["runt"], 1);
     }

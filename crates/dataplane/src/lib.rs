@@ -5,7 +5,8 @@
 //! only code that touches rings; the forwarding decision itself is sans-IO and tested
 //! without root. It knows nothing of config files or the CLI.
 
-#![warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+// Wire data must never panic the data path; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
 
 mod forward;
 mod stats;

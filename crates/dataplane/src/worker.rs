@@ -145,14 +145,19 @@ fn run(
             }
             // Safety: the descriptors are frames of the UMEM this TX ring shares.
             let sent = unsafe { tx_side.tx.produce(&tx_descs) };
-            in_flight[to.index()] += sent;
-            let out = &stats.ports[to.index()];
+            *to.of_mut(&mut in_flight) += sent;
+            let out = to.of(&stats.ports);
             out.tx_frames.add(sent as u64);
-            out.tx_bytes
-                .add(tx_descs.iter().take(sent).map(|d| d.lengths().data() as u64).sum());
+            out.tx_bytes.add(
+                tx_descs
+                    .iter()
+                    .take(sent)
+                    .map(|d| d.lengths().data() as u64)
+                    .sum(),
+            );
             if let Some(unsent) = tx_descs.get(sent..) {
                 if !unsent.is_empty() {
-                    stats.ports[from.index()].drop_tx_ring_full.add(unsent.len() as u64);
+                    from.of(&stats.ports).drop_tx_ring_full.add(unsent.len() as u64);
                     socks.free.extend_from_slice(unsent);
                 }
             }
@@ -173,7 +178,9 @@ fn run(
             loop {
                 // Safety: completion descriptors are TX frames of this UMEM, back to us.
                 let n = unsafe { port.comp.consume(&mut comp_descs) };
-                socks.free.extend_from_slice(comp_descs.get(..n).unwrap_or_default());
+                socks
+                    .free
+                    .extend_from_slice(comp_descs.get(..n).unwrap_or_default());
                 *flying = flying.saturating_sub(n);
                 if n < comp_descs.len() {
                     break;

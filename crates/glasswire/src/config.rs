@@ -112,7 +112,10 @@ impl Config {
             bail!("bridge.port_a and bridge.port_b must name interfaces");
         }
         if b.port_a == b.port_b {
-            bail!("bridge.port_b: must differ from bridge.port_a (both are {:?})", b.port_a);
+            bail!(
+                "bridge.port_b: must differ from bridge.port_a (both are {:?})",
+                b.port_a
+            );
         }
         if b.queues.is_empty() {
             bail!("bridge.queues: at least one queue is needed");
@@ -138,10 +141,16 @@ impl Config {
             bail!("bridge.cores: core {c} does not exist (this machine has {ncpu})");
         }
         if !matches!(b.xdp_mode.as_str(), "native" | "generic") {
-            bail!("bridge.xdp_mode: {:?} is not one of \"native\", \"generic\"", b.xdp_mode);
+            bail!(
+                "bridge.xdp_mode: {:?} is not one of \"native\", \"generic\"",
+                b.xdp_mode
+            );
         }
         if !b.ring_size.is_power_of_two() || !(64..=16384).contains(&b.ring_size) {
-            bail!("bridge.ring_size: {} must be a power of two from 64 to 16384", b.ring_size);
+            bail!(
+                "bridge.ring_size: {} must be a power of two from 64 to 16384",
+                b.ring_size
+            );
         }
         if b.frame_count < 4 * b.ring_size {
             bail!(
@@ -151,7 +160,11 @@ impl Config {
             );
         }
         if b.batch_size == 0 || b.batch_size > b.ring_size as usize {
-            bail!("bridge.batch_size: {} must be from 1 to ring_size ({})", b.batch_size, b.ring_size);
+            bail!(
+                "bridge.batch_size: {} must be from 1 to ring_size ({})",
+                b.batch_size,
+                b.ring_size
+            );
         }
         if b.flow_capacity == 0 {
             bail!("bridge.flow_capacity: must be > 0");
@@ -193,14 +206,20 @@ mod tests {
         assert!(err("[bridge]\nport_a = \"a\"\n").contains("port_b"));
         assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nqueus = [0]\n").contains("queus"));
         assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"a\"\n").contains("bridge.port_b"));
-        assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nqueues = [0, 1]\ncores = [0]\n")
-            .contains("bridge.cores"));
-        assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nxdp_mode = \"fast\"\n")
-            .contains("bridge.xdp_mode"));
-        assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nring_size = 1000\n")
-            .contains("bridge.ring_size"));
+        assert!(
+            err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nqueues = [0, 1]\ncores = [0]\n")
+                .contains("bridge.cores")
+        );
+        assert!(
+            err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nxdp_mode = \"fast\"\n")
+                .contains("bridge.xdp_mode")
+        );
+        assert!(
+            err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nring_size = 1000\n").contains("bridge.ring_size")
+        );
         assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\nqueues = \"all\"\n").contains("queues"));
-        assert!(err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\n[stats]\nsockett = \"/x\"\n")
-            .contains("sockett"));
+        assert!(
+            err("[bridge]\nport_a = \"a\"\nport_b = \"b\"\n[stats]\nsockett = \"/x\"\n").contains("sockett")
+        );
     }
 }

@@ -17,7 +17,11 @@ pub fn run(cfg: Config) -> Result<()> {
     ctrlc::set_handler(move || stop_signal.store(true, Ordering::Relaxed))
         .context("installing the SIGINT/SIGTERM handler")?;
 
-    let mode = if b.xdp_mode == "generic" { AttachMode::Generic } else { AttachMode::Native };
+    let mode = if b.xdp_mode == "generic" {
+        AttachMode::Generic
+    } else {
+        AttachMode::Native
+    };
     let mut program = BridgeProgram::load(
         [&b.port_a, &b.port_b],
         &LoadOptions {
@@ -64,7 +68,10 @@ pub fn run(cfg: Config) -> Result<()> {
         "userspace-tcp"
     };
     let program = Arc::new(Mutex::new(program));
-    let worker_view: Vec<_> = workers.iter().map(|w| (w.queue, w.core, w.stats.clone())).collect();
+    let worker_view: Vec<_> = workers
+        .iter()
+        .map(|w| (w.queue, w.core, w.stats.clone()))
+        .collect();
     let port_names = [b.port_a.clone(), b.port_b.clone()];
     let snap_program = program.clone();
     let snapshot = move || {
@@ -127,9 +134,10 @@ fn snapshot(
             for (c, v) in XdpCounter::ALL.iter().zip(row) {
                 xdp.insert(c.describe().0.into(), (*v).into());
                 match c {
-                    XdpCounter::FastNonIp | XdpCounter::FastNonTcp | XdpCounter::FastBypass | XdpCounter::NoSocket => {
-                        fast_frames += v
-                    }
+                    XdpCounter::FastNonIp
+                    | XdpCounter::FastNonTcp
+                    | XdpCounter::FastBypass
+                    | XdpCounter::NoSocket => fast_frames += v,
                     XdpCounter::FastBytes => fast_bytes += v,
                     XdpCounter::RxFrames => rx_frames += v,
                     XdpCounter::RxBytes => rx_bytes += v,

@@ -78,15 +78,34 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         .context("starting the bridge")?;
     cleanup.bridge = Some(child);
     wait_for_stats(&st.stats_socket, &log_path)?;
-    let mode = if opts.userspace_forward { "userspace-forward: every frame through AF_XDP" } else { "fast path: flows move to the kernel after their first payload" };
+    let mode = if opts.userspace_forward {
+        "userspace-forward: every frame through AF_XDP"
+    } else {
+        "fast path: flows move to the kernel after their first payload"
+    };
     println!("[2/5] bridge running in {} ({mode})\n", st.bridge_ns);
 
     for (family, target) in [("IPv4", &st.server_ip), ("IPv6", &st.server_ip6)] {
-        let out = sh(&["ip", "netns", "exec", &st.client_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target]);
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &st.client_ns,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            target,
+        ]);
         match out {
             Ok(text) => println!(
                 "[3/5] ping {family} {target}: {}",
-                text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("ok")
+                text.lines()
+                    .find(|l| l.contains("packets transmitted"))
+                    .unwrap_or("ok")
             ),
             Err(e) => bail!("ping {family} across the bridge failed: {e:#}"),
         }
@@ -98,7 +117,18 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let file = served.join("payload.bin");
     let want = write_random_file(&file, opts.size_mb)?;
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &st.server_ns, "python3", "-m", "http.server", "8080", "--bind", &st.server_ip, "--directory"])
+        .args([
+            "netns",
+            "exec",
+            &st.server_ns,
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            &st.server_ip,
+            "--directory",
+        ])
         .arg(&served)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -121,11 +151,18 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         elapsed.as_secs_f64(),
         (opts.size_mb * 8 * 1024 * 1024) as f64 / elapsed.as_secs_f64() / 1e6,
         &got[..16],
-        if ok { "matches the server's file" } else { "DIFFERS from the server's file" }
+        if ok {
+            "matches the server's file"
+        } else {
+            "DIFFERS from the server's file"
+        }
     );
 
     let stats = telemetry::fetch(&st.stats_socket)?;
-    println!("[5/5] what crossed the bridge\n{}", crate::stats_cmd::render(&stats));
+    println!(
+        "[5/5] what crossed the bridge\n{}",
+        crate::stats_cmd::render(&stats)
+    );
 
     if let Some(dir) = &opts.keep {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -133,7 +170,10 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         std::fs::write(dir.join("stats.json"), serde_json::to_string_pretty(&stats)?)?;
         std::fs::copy(&log_path, dir.join("bridge.log"))?;
         std::fs::write(dir.join("testbed.json"), serde_json::to_string_pretty(&st)?)?;
-        println!("artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json", dir.display());
+        println!(
+            "artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json",
+            dir.display()
+        );
     }
     drop(cleanup);
     println!("testbed removed.");
@@ -161,7 +201,20 @@ fn fetch_with_retry(st: &Status, url: &str, out: &Path) -> Result<()> {
     let out_s = out.display().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match sh(&["ip", "netns", "exec", &st.client_ns, "curl", "-sS", "--fail", "--max-time", "120", "-o", &out_s, url]) {
+        match sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &st.client_ns,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "-o",
+            &out_s,
+            url,
+        ]) {
             Ok(_) => return Ok(()),
             // The server may still be binding its socket.
             Err(e) if Instant::now() < deadline && format!("{e:#}").contains("Failed to connect") => {

@@ -191,7 +191,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             ConfigCmd::Check { config } => {
                 let cfg = config::Config::load(&config)?;
-                println!("{} is valid:\n\n{}", config.display(), toml::to_string_pretty(&cfg)?);
+                println!(
+                    "{} is valid:\n\n{}",
+                    config.display(),
+                    toml::to_string_pretty(&cfg)?
+                );
                 Ok(())
             }
         },

@@ -21,11 +21,18 @@ pub fn render(stats: &Value) -> String {
         stats["mode"].as_str().unwrap_or("?"),
         stats["uptime_s"].as_f64().unwrap_or(0.0)
     );
-    let _ = writeln!(out, "  {:<10} {:>12} {:>14} {:>12} {:>12} {:>12}", "port", "rx frames", "rx bytes", "fast path", "userspace", "tx (user)");
+    let _ = writeln!(
+        out,
+        "  {:<10} {:>12} {:>14} {:>12} {:>12} {:>12}",
+        "port", "rx frames", "rx bytes", "fast path", "userspace", "tx (user)"
+    );
     if let Some(ports) = stats["ports"].as_object() {
         for (name, p) in ports {
             let x = &p["xdp"];
-            let fast = n(x, &["fast_non_ip"]) + n(x, &["fast_non_tcp"]) + n(x, &["fast_bypass"]) + n(x, &["no_socket"]);
+            let fast = n(x, &["fast_non_ip"])
+                + n(x, &["fast_non_tcp"])
+                + n(x, &["fast_bypass"])
+                + n(x, &["no_socket"]);
             let tx: u64 = stats["workers"]
                 .as_array()
                 .map(|ws| ws.iter().map(|w| n(w, &["ports", name, "tx_frames"])).sum())

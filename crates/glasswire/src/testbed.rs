@@ -59,7 +59,9 @@ fn check_prefix(prefix: &str) -> Result<()> {
     let ok = !prefix.is_empty()
         && prefix.len() <= 10
         && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-        && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !ok {
         bail!("--prefix {prefix:?}: use 1 to 10 lowercase letters or digits, starting with a letter");
     }
@@ -130,8 +132,9 @@ pub fn sh(argv: &[&str]) -> Result<String> {
 pub fn status(prefix: &str) -> Result<Status> {
     check_prefix(prefix)?;
     let file = state_dir(prefix).join("testbed.json");
-    let text = std::fs::read_to_string(&file)
-        .map_err(|_| anyhow!("no testbed with prefix {prefix:?} is up (run `glasswire testbed up --prefix {prefix}`)"))?;
+    let text = std::fs::read_to_string(&file).map_err(|_| {
+        anyhow!("no testbed with prefix {prefix:?} is up (run `glasswire testbed up --prefix {prefix}`)")
+    })?;
     serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))
 }
 
@@ -165,21 +168,68 @@ pub fn up(prefix: &str) -> Result<(Status, bool)> {
 }
 
 fn build(st: &Status) -> Result<()> {
-    std::fs::create_dir_all(&st.state_dir)
-        .with_context(|| format!("creating {}", st.state_dir.display()))?;
-    let (c, s, b) = (st.client_ns.as_str(), st.server_ns.as_str(), st.bridge_ns.as_str());
+    std::fs::create_dir_all(&st.state_dir).with_context(|| format!("creating {}", st.state_dir.display()))?;
+    let (c, s, b) = (
+        st.client_ns.as_str(),
+        st.server_ns.as_str(),
+        st.bridge_ns.as_str(),
+    );
     for ns in [c, s, b] {
         sh(&["ip", "netns", "add", ns])?;
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     // The bridge is invisible on the wire: no IPv6 link-local addresses, no router
     // solicitations or DAD probes leaving its ports.
-    sh(&["ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-    sh(&["ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        b,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+    ])?;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        b,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ])?;
     let [pa, pb] = [st.ports[0].as_str(), st.ports[1].as_str()];
     // Created directly inside the namespaces: the host never sees these interfaces.
-    sh(&["ip", "link", "add", &st.client_if, "netns", c, "type", "veth", "peer", "name", pa, "netns", b])?;
-    sh(&["ip", "link", "add", &st.server_if, "netns", s, "type", "veth", "peer", "name", pb, "netns", b])?;
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &st.client_if,
+        "netns",
+        c,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        pa,
+        "netns",
+        b,
+    ])?;
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &st.server_if,
+        "netns",
+        s,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        pb,
+        "netns",
+        b,
+    ])?;
     sh(&["ip", "-n", b, "tuntap", "add", "dev", &st.mirror, "mode", "tap"])?;
 
     let pass_obj = st.state_dir.join("xdp_pass.bpf.o");
@@ -191,11 +241,23 @@ fn build(st: &Status) -> Result<()> {
     ] {
         sh(&["ip", "-n", ns, "link", "set", dev, "address", mac])?;
         sh(&["ip", "-n", ns, "addr", "add", &format!("{ip4}/24"), "dev", dev])?;
-        sh(&["ip", "-n", ns, "addr", "add", &format!("{ip6}/64"), "dev", dev, "nodad"])?;
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ])?;
         // Trap 3: partial checksums do not survive XDP/AF_XDP.
         sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"])?;
         // Trap 1: frames redirected into this veth need an XDP program on this end.
-        sh(&["ip", "-n", ns, "link", "set", "dev", dev, "xdpdrv", "obj", &pass, "sec", "xdp"])?;
+        sh(&[
+            "ip", "-n", ns, "link", "set", "dev", dev, "xdpdrv", "obj", &pass, "sec", "xdp",
+        ])?;
         sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
     }
     for dev in [pa, pb, st.mirror.as_str()] {
@@ -212,7 +274,10 @@ fn build(st: &Status) -> Result<()> {
         sock = st.stats_socket.display()
     );
     std::fs::write(&st.config, config).context("writing the testbed config")?;
-    std::fs::write(st.state_dir.join("testbed.json"), serde_json::to_string_pretty(st)?)?;
+    std::fs::write(
+        st.state_dir.join("testbed.json"),
+        serde_json::to_string_pretty(st)?,
+    )?;
     Ok(())
 }
 

@@ -53,7 +53,10 @@ fn arp_nd_and_ping_cross_the_bridge_in_both_modes() {
                 .lines()
                 .find(|l| l.starts_with(&format!("{ip} ")))
                 .unwrap_or_else(|| panic!("{ip} not resolved on the client: {neigh}"));
-            assert!(line.contains(&tb.s("server_mac")), "{ip} resolved to the wrong MAC: {line}");
+            assert!(
+                line.contains(&tb.s("server_mac")),
+                "{ip} resolved to the wrong MAC: {line}"
+            );
         }
         let st = bridge.stats();
         if extra.is_empty() {
@@ -83,22 +86,53 @@ fn download_50mb(extra: &[&str], prefix: &str) {
         format!("http://{}:8080/big.bin", tb.s("server_ip")),
         format!("http://[{}]:8080/big.bin", tb.s("server_ip6")),
     ] {
-        let out = tb.client(&["curl", "-sS", "--fail", "--max-time", "300", "-o", got_path.to_str().expect("path"), &url]);
-        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(sha256_file(&got_path), want, "{url}: downloaded bytes differ from the served file");
+        let out = tb.client(&[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "300",
+            "-o",
+            got_path.to_str().expect("path"),
+            &url,
+        ]);
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            sha256_file(&got_path),
+            want,
+            "{url}: downloaded bytes differ from the served file"
+        );
     }
     let st = bridge.stats();
     let porta_fast = u(&st, &["ports", "porta", "xdp", "fast_bypass"]);
     let portb_fast = u(&st, &["ports", "portb", "xdp", "fast_bypass"]);
     let user = u(&st, &["totals", "userspace_frames"]);
     if extra.contains(&"--userspace-forward") {
-        assert_eq!(porta_fast + portb_fast, 0, "userspace-forward mode used the fast path: {st}");
+        assert_eq!(
+            porta_fast + portb_fast,
+            0,
+            "userspace-forward mode used the fast path: {st}"
+        );
         // 2 x 50 MB at <= 1500 bytes a frame.
         assert!(user > 70_000, "userspace saw only {user} frames: {st}");
-        assert_eq!(u(&st, &["totals", "userspace_tx_frames"]), user, "frames lost in userspace: {st}");
+        assert_eq!(
+            u(&st, &["totals", "userspace_tx_frames"]),
+            user,
+            "frames lost in userspace: {st}"
+        );
     } else {
-        assert!(portb_fast > 70_000, "the download did not move to the fast path: {st}");
-        assert!(user > 0 && user < 1000, "handshakes should cross userspace, the bulk not: {st}");
+        assert!(
+            portb_fast > 70_000,
+            "the download did not move to the fast path: {st}"
+        );
+        assert!(
+            user > 0 && user < 1000,
+            "handshakes should cross userspace, the bulk not: {st}"
+        );
         assert_eq!(u(&st, &["workers", "0", "bypass_verdicts"]).min(1), 1);
     }
     assert_eq!(u(&st, &["totals", "dropped_malformed"]), 0);
@@ -116,7 +150,19 @@ fn http_50mb_userspace_forward_hashes_match() {
 
 /// Starts tcpdump in `ns` on `dev` writing `path`; returns once it is capturing.
 fn capture(tb: &Testbed, ns: &str, dev: &str, path: &std::path::Path) -> std::process::Child {
-    let mut child = tb.spawn_in(ns, &["tcpdump", "-U", "-n", "-i", dev, "-w", path.to_str().expect("path"), "arp or ip or vlan"]);
+    let mut child = tb.spawn_in(
+        ns,
+        &[
+            "tcpdump",
+            "-U",
+            "-n",
+            "-i",
+            dev,
+            "-w",
+            path.to_str().expect("path"),
+            "arp or ip or vlan",
+        ],
+    );
     // tcpdump says "listening on" once the capture is open.
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -128,7 +174,8 @@ fn capture(tb: &Testbed, ns: &str, dev: &str, path: &std::path::Path) -> std::pr
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("tcpdump did not start");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("tcpdump did not start");
     child
 }
 
@@ -162,10 +209,16 @@ fn frames_identical(extra: &[&str], prefix: &str) {
     let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath);
 
     // ARP (caches were flushed) and ICMP.
-    assert!(tb.client(&["ping", "-c", "2", "-i", "0.2", &tb.s("server_ip")]).status.success());
+    assert!(tb
+        .client(&["ping", "-c", "2", "-i", "0.2", &tb.s("server_ip")])
+        .status
+        .success());
     // TCP.
     let url = format!("http://{}:8080/small.bin", tb.s("server_ip"));
-    assert!(tb.client(&["curl", "-sS", "--fail", "-o", "/dev/null", &url]).status.success());
+    assert!(tb
+        .client(&["curl", "-sS", "--fail", "-o", "/dev/null", &url])
+        .status
+        .success());
     // UDP (the server answers with ICMP port unreachable).
     let udp = format!(
         "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor n in (1, 200, 1400): s.sendto(b'u'*n, ('{}', 9999))",
@@ -186,12 +239,20 @@ fn frames_identical(extra: &[&str], prefix: &str) {
     odd.extend_from_slice(&cm);
     odd.extend_from_slice(&[0x81, 0x00, 0x00, 0x07, 0x88, 0xb5]);
     odd.extend_from_slice(&[0x5a; 46]);
-    let sent = tb.client(&["python3", SEND_FRAMES, &tb.s("client_if"), &hex(&tagged), &hex(&odd)]);
+    let sent = tb.client(&[
+        "python3",
+        SEND_FRAMES,
+        &tb.s("client_if"),
+        &hex(&tagged),
+        &hex(&odd),
+    ]);
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
 
     std::thread::sleep(Duration::from_millis(800));
     for cap in [&mut ccap, &mut scap] {
-        let _ = std::process::Command::new("kill").args(["-INT", &cap.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &cap.id().to_string()])
+            .status();
         let _ = cap.wait();
     }
     let client = read_pcap(&cpath);
@@ -205,8 +266,16 @@ fn frames_identical(extra: &[&str], prefix: &str) {
         m
     };
     let (cm_set, sm_set) = (count(&client), count(&server));
-    let only_client: Vec<_> = cm_set.iter().filter(|(f, n)| sm_set.get(*f) != Some(n)).map(|(f, _)| hex(&f[..f.len().min(54)])).collect();
-    let only_server: Vec<_> = sm_set.iter().filter(|(f, n)| cm_set.get(*f) != Some(n)).map(|(f, _)| hex(&f[..f.len().min(54)])).collect();
+    let only_client: Vec<_> = cm_set
+        .iter()
+        .filter(|(f, n)| sm_set.get(*f) != Some(n))
+        .map(|(f, _)| hex(&f[..f.len().min(54)]))
+        .collect();
+    let only_server: Vec<_> = sm_set
+        .iter()
+        .filter(|(f, n)| cm_set.get(*f) != Some(n))
+        .map(|(f, _)| hex(&f[..f.len().min(54)]))
+        .collect();
     assert!(
         only_client.is_empty() && only_server.is_empty(),
         "frames differ across the bridge ({extra:?}):\n client only: {only_client:?}\n server only: {only_server:?}"
@@ -224,7 +293,10 @@ fn frames_identical(extra: &[&str], prefix: &str) {
         }
     };
     for k in ["arp", "vlan", "icmp", "tcp", "udp"] {
-        assert!(client.iter().any(|f| kind(f) == k), "no {k} frame crossed: the test sent one");
+        assert!(
+            client.iter().any(|f| kind(f) == k),
+            "no {k} frame crossed: the test sent one"
+        );
     }
     assert!(client.iter().filter(|f| kind(f) == "vlan").count() >= 2);
     assert!(client.len() > 20, "only {} frames captured", client.len());
@@ -314,7 +386,10 @@ fn malformed(extra: &[&str], prefix: &str) {
     let _server = HttpServer::start(&tb, &dir.0, 8080);
     let got = dir.0.join("got.bin");
     let url = format!("http://{}:8080/f.bin", tb.s("server_ip"));
-    assert!(tb.client(&["curl", "-sS", "--fail", "-o", got.to_str().expect("path"), &url]).status.success());
+    assert!(tb
+        .client(&["curl", "-sS", "--fail", "-o", got.to_str().expect("path"), &url])
+        .status
+        .success());
     assert_eq!(sha256_file(&got), want);
 
     assert!(bridge.is_running(), "the bridge died on malformed input");

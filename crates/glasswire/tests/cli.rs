@@ -18,7 +18,11 @@ fn help_explains_every_subcommand() {
 fn bad_config_gets_one_error_naming_the_field() {
     let dir = Scratch::new("badcfg");
     let path = dir.0.join("bad.toml");
-    std::fs::write(&path, "[bridge]\nport_a = \"a\"\nport_b = \"b\"\nring_size = 1000\n").expect("write");
+    std::fs::write(
+        &path,
+        "[bridge]\nport_a = \"a\"\nport_b = \"b\"\nring_size = 1000\n",
+    )
+    .expect("write");
     let out = run(&[BIN, "run", "--config", path.to_str().expect("path")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -62,7 +66,17 @@ fn testbed_refuses_namespaces_it_did_not_make_and_down_removes_all() {
     {
         let tb = Testbed::up(prefix);
         assert_eq!(tb.s("bridge_ns"), "e2eown-bridge");
-        for key in ["client_ns", "server_ns", "bridge_ns", "client_ip", "server_ip", "client_ip6", "server_ip6", "mirror", "config"] {
+        for key in [
+            "client_ns",
+            "server_ns",
+            "bridge_ns",
+            "client_ip",
+            "server_ip",
+            "client_ip6",
+            "server_ip6",
+            "mirror",
+            "config",
+        ] {
             assert!(!tb.s(key).is_empty(), "{key} missing");
         }
         assert_eq!(tb.status["ports"].as_array().map(|a| a.len()), Some(2));

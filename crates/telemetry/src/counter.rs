@@ -53,6 +53,9 @@ mod tests {
         let snap = d.snapshot();
         assert_eq!(snap["frames"], 1);
         assert_eq!(snap["bytes"], 1560);
-        assert_eq!(Demo::FIELDS, &[("frames", " frames seen"), ("bytes", " bytes seen")]);
+        assert_eq!(
+            Demo::FIELDS,
+            &[("frames", " frames seen"), ("bytes", " bytes seen")]
+        );
     }
 }

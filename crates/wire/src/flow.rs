@@ -112,7 +112,15 @@ impl std::fmt::Display for FlowKey {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        write!(f, "{}:{} <-> {}:{} proto {}", show(a), pa, show(b), pb, self.proto)
+        write!(
+            f,
+            "{}:{} <-> {}:{} proto {}",
+            show(a),
+            pa,
+            show(b),
+            pb,
+            self.proto
+        )
     }
 }
 

@@ -226,21 +226,34 @@ mod tests {
     fn ipv4_tcp_yields_key_and_payload() {
         let f = tcp4(b"hello");
         let frame = parse_frame(&f).unwrap();
-        let L3::Ip { proto, flow, tcp, fragment } = frame.l3 else { panic!("not IP") };
+        let L3::Ip {
+            proto,
+            flow,
+            tcp,
+            fragment,
+        } = frame.l3
+        else {
+            panic!("not IP")
+        };
         assert_eq!((proto, fragment), (6, false));
         let (key, dir) = flow.unwrap();
         assert_eq!(dir, Direction::LoToHi);
         assert_eq!(key.port_hi, 443);
         let tcp = tcp.unwrap();
         assert_eq!(tcp.payload, b"hello");
-        assert_eq!((tcp.seq, tcp.ack_number, tcp.ack, tcp.syn), (1000, 77, true, false));
+        assert_eq!(
+            (tcp.seq, tcp.ack_number, tcp.ack, tcp.syn),
+            (1000, 77, true, false)
+        );
     }
 
     #[test]
     fn ipv6_tcp_from_server_is_hi_to_lo() {
         let f = tcp6(b"");
         let frame = parse_frame(&f).unwrap();
-        let L3::Ip { flow, tcp, .. } = frame.l3 else { panic!("not IP") };
+        let L3::Ip { flow, tcp, .. } = frame.l3 else {
+            panic!("not IP")
+        };
         let (key, dir) = flow.unwrap();
         assert_eq!((key.family, dir), (6, Direction::HiToLo));
         assert!(tcp.unwrap().syn);
@@ -277,7 +290,11 @@ mod tests {
         b.write(&mut f, b"q").unwrap();
         assert!(matches!(
             parse_frame(&f).unwrap().l3,
-            L3::Ip { proto: 17, flow: None, .. }
+            L3::Ip {
+                proto: 17,
+                flow: None,
+                ..
+            }
         ));
     }
 

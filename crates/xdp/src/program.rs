@@ -52,7 +52,11 @@ pub struct BridgeProgram {
     counters: PerCpuArray<MapData, u64>,
     // Taken out of `ebpf` to be written; the fds they hold are the ones the program's
     // instructions were relocated against, so they live as long as the program.
-    _config_maps: (HashMap<MapData, u32, PortInfo>, DevMap<MapData>, Array<MapData, u32>),
+    _config_maps: (
+        HashMap<MapData, u32, PortInfo>,
+        DevMap<MapData>,
+        Array<MapData, u32>,
+    ),
 }
 
 impl std::fmt::Debug for BridgeProgram {
@@ -80,7 +84,14 @@ impl BridgeProgram {
             HashMap::try_from(take(&mut ebpf, "ports")?).context("map `ports`")?;
         for (i, idx) in ifindex.iter().enumerate() {
             port_map
-                .insert(idx, PortInfo { index: i as u32, pad: 0 }, 0)
+                .insert(
+                    idx,
+                    PortInfo {
+                        index: i as u32,
+                        pad: 0,
+                    },
+                    0,
+                )
                 .context("writing map `ports`")?;
         }
         let mut peer: DevMap<_> = DevMap::try_from(take(&mut ebpf, "peer")?).context("map `peer`")?;
@@ -88,7 +99,11 @@ impl BridgeProgram {
         peer.set(1, ifindex[0], None, 0).context("writing map `peer`")?;
         let mut settings: Array<_, u32> =
             Array::try_from(take(&mut ebpf, "settings")?).context("map `settings`")?;
-        let flags = if opts.userspace_forward { SETTING_USERSPACE_FORWARD } else { 0 };
+        let flags = if opts.userspace_forward {
+            SETTING_USERSPACE_FORWARD
+        } else {
+            0
+        };
         settings.set(0, flags, 0).context("writing map `settings`")?;
         let xsks = [
             XskMap::try_from(take(&mut ebpf, "xsks_a")?).context("map `xsks_a`")?,
@@ -100,7 +115,8 @@ impl BridgeProgram {
             .program_mut("glasswire_xdp")
             .ok_or_else(|| anyhow!("program glasswire_xdp missing from the object"))?
             .try_into()?;
-        prog.load().context("the kernel verifier rejected the XDP program")?;
+        prog.load()
+            .context("the kernel verifier rejected the XDP program")?;
         let mode = match opts.mode {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
@@ -136,10 +152,7 @@ impl BridgeProgram {
 
     /// Steers frames for (`port`, `queue`) to the AF_XDP socket `fd`.
     pub fn register_socket(&mut self, port: usize, queue: u32, fd: RawFd) -> Result<()> {
-        let map = self
-            .xsks
-            .get_mut(port)
-            .ok_or_else(|| anyhow!("no port {port}"))?;
+        let map = self.xsks.get_mut(port).ok_or_else(|| anyhow!("no port {port}"))?;
         map.set(queue, fd, 0)
             .with_context(|| format!("registering the AF_XDP socket of queue {queue} in xsks map"))
     }

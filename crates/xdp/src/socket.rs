@@ -89,8 +89,8 @@ impl QueueSockets {
             // its own reference count on the UMEM).
             let (tx, rx, fq_cq) = unsafe { Socket::new(socket_config, &umem, &iface, queue) }
                 .map_err(|e| anyhow!("opening an AF_XDP socket on {name} queue {queue}: {e}"))?;
-            let (fill, comp) = fq_cq
-                .ok_or_else(|| anyhow!("no fill/completion ring returned for {name} queue {queue}"))?;
+            let (fill, comp) =
+                fq_cq.ok_or_else(|| anyhow!("no fill/completion ring returned for {name} queue {queue}"))?;
             Ok(XskPort { rx, tx, fill, comp })
         };
         let a = open_one(ports[0]).context("port A")?;

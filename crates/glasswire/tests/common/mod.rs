@@ -177,7 +177,11 @@ impl Bridge {
             .arg(&self.socket)
             .output()
             .expect("glasswire stats");
-        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("stats JSON")
     }
 
@@ -226,7 +230,8 @@ pub fn u(v: &Value, path: &[&str]) -> u64 {
             _ => &cur[*p],
         };
     }
-    cur.as_u64().unwrap_or_else(|| panic!("no number at {path:?} in {v}"))
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v}"))
 }
 
 pub fn sha256_file(path: &Path) -> String {
@@ -269,8 +274,15 @@ pub struct HttpServer(Child);
 
 impl HttpServer {
     pub fn start(tb: &Testbed, dir: &Path, port: u16) -> Self {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &tb.s("server_ns"), "python3", "-m", "http.server"])
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &tb.s("server_ns"),
+                "python3",
+                "-m",
+                "http.server",
+            ])
             .arg(port.to_string())
             .args(["--bind", "::", "--directory"])
             .arg(dir)
@@ -287,6 +299,8 @@ impl HttpServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("http.server did not start listening");
     }
 }

@@ -13,5 +13,5 @@ mod stats;
 mod worker;
 
 pub use forward::{Action, Forwarder, Port};
-pub use stats::{PortStats, WorkerStats};
+pub use stats::{PortStats, WorkerCounters, WorkerStats};
 pub use worker::{spawn_worker, WorkerConfig, WorkerHandle};

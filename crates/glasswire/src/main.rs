@@ -55,6 +55,9 @@ enum Cmd {
         /// Print the raw JSON document instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Describe every counter instead of reading them (no bridge needed).
+        #[arg(long, conflicts_with = "json")]
+        describe: bool,
     },
     /// Build or remove the namespace testbed: client, bridge and server namespaces.
     Testbed {
@@ -141,7 +144,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             cfg.bridge.fast_path &= !no_fast_path;
             daemon::run(cfg)
         }
-        Cmd::Stats { socket, json } => {
+        Cmd::Stats { describe: true, .. } => {
+            print!("{}", stats_cmd::describe());
+            Ok(())
+        }
+        Cmd::Stats { socket, json, .. } => {
             let v = telemetry::fetch(&socket)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -67,3 +67,30 @@ pub fn render(stats: &Value) -> String {
     );
     out
 }
+
+/// Every counter on the stats socket, where it sits and what it counts, generated from
+/// the declarations so it cannot drift from them (docs/stats.md is checked against it).
+pub fn describe() -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ports.<port>.xdp.* (kernel, per port, summed over CPUs):");
+    for c in xdp::XdpCounter::ALL {
+        let (name, doc) = c.describe();
+        let _ = writeln!(out, "  {name:<22} {doc}");
+    }
+    let _ = writeln!(out, "workers[].ports.<port>.* (userspace, per worker and port):");
+    for (name, doc) in dataplane::PortStats::FIELDS {
+        let _ = writeln!(out, "  {name:<22} {}", doc.trim());
+    }
+    let _ = writeln!(
+        out,
+        "workers[].ports.<port>.parse_drops.* (frames dropped as unparseable, by reason):"
+    );
+    for r in wire::ParseError::ALL {
+        let _ = writeln!(out, "  {:<22} {r}", r.reason());
+    }
+    let _ = writeln!(out, "workers[].* (per worker):");
+    for (name, doc) in dataplane::WorkerCounters::FIELDS {
+        let _ = writeln!(out, "  {name:<22} {}", doc.trim());
+    }
+    out
+}

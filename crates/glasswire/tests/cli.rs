@@ -89,3 +89,20 @@ fn testbed_refuses_namespaces_it_did_not_make_and_down_removes_all() {
     assert!(!list.contains("e2eown-"), "down left namespaces behind: {list}");
     assert!(!std::path::Path::new("/run/glasswire/testbed/e2eown").exists());
 }
+
+#[test]
+fn docs_name_every_counter_the_stats_socket_serves() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/stats.md"))
+        .expect("docs/stats.md");
+    let described = run_ok(&[BIN, "stats", "--describe"]);
+    let mut names = 0;
+    for line in described.lines().filter(|l| l.starts_with("  ")) {
+        let name = line.split_whitespace().next().expect("counter name");
+        assert!(
+            doc.contains(name),
+            "docs/stats.md does not mention counter {name}"
+        );
+        names += 1;
+    }
+    assert!(names >= 20, "only {names} counters described");
+}

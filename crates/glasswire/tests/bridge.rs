@@ -427,6 +427,9 @@ fn sigkill_then_restart_brings_the_bridge_back() {
     let mut bridge = tb.start_bridge(&[]);
     ping_both_families(&tb);
     bridge.kill9();
+    // The kernel releases the dead process's bpf_link as it tears the process down;
+    // give that a moment so the check below is about the steady state.
+    std::thread::sleep(Duration::from_millis(500));
     // With the daemon gone its XDP link is gone too: the wire is cut, not left half-open.
     let out = tb.client(&["ping", "-c", "1", "-W", "1", &tb.s("server_ip")]);
     assert!(!out.status.success(), "traffic crossed with no bridge running");

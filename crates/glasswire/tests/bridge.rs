@@ -438,3 +438,29 @@ fn sigkill_then_restart_brings_the_bridge_back() {
     ping_both_families(&tb);
     assert!(u(&bridge.stats(), &["totals", "rx_frames"]) > 0);
 }
+
+#[test]
+fn sigterm_detaches_the_program_and_removes_the_socket() {
+    if !can_run(&["ping"]) {
+        return;
+    }
+    let tb = Testbed::up("e2eterm");
+    let mut bridge = tb.start_bridge(&[]);
+    ping_both_families(&tb);
+    let bns = tb.s("bridge_ns");
+    let attached = run_ok(&["ip", "-n", &bns, "link", "show", "porta"]);
+    assert!(
+        attached.contains("xdp"),
+        "no XDP program on porta while running: {attached}"
+    );
+    let status = bridge.stop().expect("bridge was running");
+    assert!(status.success(), "bridge exited with {status} on SIGTERM");
+    for port in ["porta", "portb"] {
+        let link = run_ok(&["ip", "-n", &bns, "link", "show", port]);
+        assert!(
+            !link.contains("xdp"),
+            "XDP program left on {port} after shutdown: {link}"
+        );
+    }
+    assert!(!tb.stats_socket().exists(), "stats socket left behind");
+}

@@ -345,6 +345,18 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seed_corpus_parses_without_panicking() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/frame");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let _ = parse_frame(&bytes);
+            n += 1;
+        }
+        assert!(n >= 5, "seed corpus missing: {n} files");
+    }
+
+    #[test]
     fn reasons_are_unique_and_indexed() {
         for (i, r) in ParseError::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);

@@ -19,6 +19,14 @@ counter_set! {
         drop_tx_ring_full,
         /// frames from this port dropped because they could not be parsed (see parse_drops)
         drop_malformed,
+        /// frames the kernel dropped on this port's AF_XDP socket (no room in the RX ring or no fill buffer), from XDP_STATISTICS
+        xsk_rx_dropped,
+        /// times the kernel found this socket's RX ring full, from XDP_STATISTICS
+        xsk_rx_ring_full,
+        /// times the kernel found this socket's fill ring empty, from XDP_STATISTICS
+        xsk_fill_ring_empty,
+        /// TX descriptors the kernel rejected as invalid, from XDP_STATISTICS
+        xsk_tx_invalid,
     }
 }
 

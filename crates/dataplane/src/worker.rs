@@ -121,7 +121,12 @@ fn run(
     // Frames handed to each port's TX ring and not yet seen on its completion ring.
     let mut in_flight = [0usize; 2];
 
+    let mut passes: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
+        passes = passes.wrapping_add(1);
+        if passes % KERNEL_STATS_EVERY == 0 {
+            mirror_kernel_stats(&socks, &stats);
+        }
         let mut received = 0;
         for from in [Port::A, Port::B] {
             let to = from.peer();
@@ -144,7 +149,16 @@ fn run(
                 }
             }
             // Safety: the descriptors are frames of the UMEM this TX ring shares.
-            let sent = unsafe { tx_side.tx.produce(&tx_descs) };
+            let mut sent = unsafe { tx_side.tx.produce(&tx_descs) };
+            kick_tx(&tx_side.tx, sent, &stats)?;
+            if let Some(rest) = tx_descs.get(sent..).filter(|r| !r.is_empty()) {
+                // The ring was full of frames the kernel had not taken yet; the kicks
+                // above made room, so the rest get one more chance before being dropped.
+                // Safety: as above.
+                let more = unsafe { tx_side.tx.produce(rest) };
+                kick_tx(&tx_side.tx, more, &stats)?;
+                sent += more;
+            }
             *to.of_mut(&mut in_flight) += sent;
             let out = to.of(&stats.ports);
             out.tx_frames.add(sent as u64);
@@ -160,10 +174,6 @@ fn run(
                     from.of(&stats.ports).drop_tx_ring_full.add(unsent.len() as u64);
                     socks.free.extend_from_slice(unsent);
                 }
-            }
-            if sent > 0 && tx_side.tx.needs_wakeup() {
-                stats.worker.tx_wakeups.incr();
-                tx_side.tx.wakeup().context("waking the TX ring")?;
             }
         }
 
@@ -198,11 +208,45 @@ fn run(
                 wait_readable(&fds, 1);
             } else {
                 stats.worker.idle_polls.incr();
+                mirror_kernel_stats(&socks, &stats);
                 wait_readable(&fds, IDLE_POLL_MS);
             }
         }
     }
     tracing::info!(queue = cfg.queue, "worker stopped");
+    Ok(())
+}
+
+/// Loop passes between two reads of the kernel's socket statistics (one getsockopt per
+/// port): often enough for the stats socket, rare enough to cost nothing per frame.
+const KERNEL_STATS_EVERY: u32 = 4096;
+
+/// Copies the kernel's own drop counters for each socket into the worker's stats, so a
+/// frame the kernel could not hand us is counted somewhere, never silent.
+fn mirror_kernel_stats(socks: &QueueSockets, stats: &WorkerStats) {
+    for (port, out) in socks.ports.iter().zip(&stats.ports) {
+        if let Ok(k) = port.rx.fd().xdp_statistics() {
+            out.xsk_rx_dropped.set(k.rx_dropped());
+            out.xsk_rx_ring_full.set(k.rx_ring_full());
+            out.xsk_fill_ring_empty.set(k.rx_fill_ring_empty_descs());
+            out.xsk_tx_invalid.set(k.tx_invalid_descs());
+        }
+    }
+}
+
+/// Frames the kernel sends per TX wakeup of a copy-mode socket (TX_BATCH_SIZE in
+/// net/xdp/xsk.c): a batch larger than this needs more than one kick, or the ring fills
+/// while the kernel waits to be asked again.
+const COPY_MODE_TX_PER_KICK: usize = 32;
+
+fn kick_tx(tx: &xdp::TxQueue, queued: usize, stats: &WorkerStats) -> Result<()> {
+    if queued == 0 || !tx.needs_wakeup() {
+        return Ok(());
+    }
+    for _ in 0..queued.div_ceil(COPY_MODE_TX_PER_KICK) {
+        stats.worker.tx_wakeups.incr();
+        tx.wakeup().context("waking the TX ring")?;
+    }
     Ok(())
 }
 

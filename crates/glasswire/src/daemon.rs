@@ -156,6 +156,7 @@ fn snapshot(
     let mut user_tx = 0u64;
     let mut malformed = 0u64;
     let mut ring_full = 0u64;
+    let mut xsk_dropped = 0u64;
     let mut worker_list = Vec::new();
     for (queue, core, stats) in workers {
         for p in &stats.ports {
@@ -164,6 +165,7 @@ fn snapshot(
             user_tx += p.tx_frames.get();
             malformed += p.drop_malformed.get();
             ring_full += p.drop_tx_ring_full.get();
+            xsk_dropped += p.xsk_rx_dropped.get();
         }
         let mut w = stats.snapshot(port_names);
         if let Value::Object(m) = &mut w {
@@ -187,6 +189,7 @@ fn snapshot(
             "dropped_malformed": malformed,
             "dropped_tx_ring_full": ring_full,
             "dropped_blocked": blocked,
+            "dropped_xsk_rx": xsk_dropped,
         },
         "ports": ports,
         "workers": worker_list,

@@ -60,10 +60,11 @@ pub fn render(stats: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "  dropped: {} malformed, {} TX ring full, {} blocked",
+        "  dropped: {} malformed, {} TX ring full, {} blocked, {} by the kernel at the AF_XDP socket (RX ring full / no fill buffer)",
         n(t, &["dropped_malformed"]),
         n(t, &["dropped_tx_ring_full"]),
-        n(t, &["dropped_blocked"])
+        n(t, &["dropped_blocked"]),
+        n(t, &["dropped_xsk_rx"])
     );
     out
 }

@@ -16,4 +16,4 @@ mod socket;
 pub use maps::{FlowState, Verdict, VerdictMap, XdpCounter};
 pub use program::{AttachMode, BridgeProgram, LoadOptions, PASS_PROGRAM};
 pub use socket::{QueueSockets, XskOptions, XskPort};
-pub use xsk_rs::{FrameDesc, Umem};
+pub use xsk_rs::{FrameDesc, TxQueue, Umem};

@@ -76,9 +76,14 @@ enum counter {
 	C_COUNT,
 };
 
-enum settings_bits {
-	SETTING_USERSPACE_FORWARD = 1,
+// Per port, per CPU: one lookup per frame finds all of a port's counters.
+struct port_counters {
+	__u64 c[C_COUNT];
 };
+
+// Set by the loader before the program is loaded (aya's override_global); being a
+// constant, the verifier drops the branch that is not taken.
+volatile const __u32 userspace_forward = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -118,25 +123,12 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2 * C_COUNT);
+	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct port_counters);
 } counters SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} settings SEC(".maps");
-
-static __always_inline void count(__u32 port, __u32 which, __u64 n)
-{
-	__u32 idx = port * C_COUNT + which;
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
-	if (c)
-		*c += n;
-}
+#define COUNT(which, n) (pc->c[(which)] += (n))
 
 enum parsed {
 	P_NON_IP,
@@ -248,22 +240,23 @@ int glasswire_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	__u64 len = end - data;
-	count(port, C_RX_FRAMES, 1);
-	count(port, C_RX_BYTES, len);
+	struct port_counters *pc = bpf_map_lookup_elem(&counters, &port);
+	if (!pc)
+		return XDP_PASS; // cannot happen: port is 0 or 1
+	COUNT(C_RX_FRAMES, 1);
+	COUNT(C_RX_BYTES, len);
 
-	__u32 zero = 0;
-	__u32 *flags = bpf_map_lookup_elem(&settings, &zero);
-	if (flags && (*flags & SETTING_USERSPACE_FORWARD))
+	if (userspace_forward)
 		goto userspace;
 
 	struct flow_key key = {};
 	__u32 dir = 0;
 	switch (parse(data, end, &key, &dir)) {
 	case P_NON_IP:
-		count(port, C_FAST_NON_IP, 1);
+		COUNT(C_FAST_NON_IP, 1);
 		goto fast;
 	case P_NON_TCP:
-		count(port, C_FAST_NON_TCP, 1);
+		COUNT(C_FAST_NON_TCP, 1);
 		goto fast;
 	case P_USERSPACE:
 		goto userspace;
@@ -275,7 +268,7 @@ int glasswire_xdp(struct xdp_md *ctx)
 	if (!st)
 		goto userspace;
 	if (st->verdict == VERDICT_BLOCK) {
-		count(port, C_BLOCKED, 1);
+		COUNT(C_BLOCKED, 1);
 		return XDP_DROP;
 	}
 	if (st->verdict != VERDICT_BYPASS)
@@ -283,27 +276,27 @@ int glasswire_xdp(struct xdp_md *ctx)
 	dir &= 1;
 	__sync_fetch_and_add(&st->packets[dir], 1);
 	__sync_fetch_and_add(&st->bytes[dir], len);
-	count(port, C_FAST_BYPASS, 1);
+	COUNT(C_FAST_BYPASS, 1);
 
 fast:
-	count(port, C_FAST_BYTES, len);
+	COUNT(C_FAST_BYTES, len);
 	return bpf_redirect_map(&peer, port, 0);
 
 userspace:;
 	__u32 q = ctx->rx_queue_index;
 	if (port == 0) {
 		if (bpf_map_lookup_elem(&xsks_a, &q)) {
-			count(port, C_TO_USERSPACE, 1);
+			COUNT(C_TO_USERSPACE, 1);
 			return bpf_redirect_map(&xsks_a, q, 0);
 		}
 	} else {
 		if (bpf_map_lookup_elem(&xsks_b, &q)) {
-			count(port, C_TO_USERSPACE, 1);
+			COUNT(C_TO_USERSPACE, 1);
 			return bpf_redirect_map(&xsks_b, q, 0);
 		}
 	}
-	count(port, C_NO_SOCKET, 1);
-	count(port, C_FAST_BYTES, len);
+	COUNT(C_NO_SOCKET, 1);
+	COUNT(C_FAST_BYTES, len);
 	return bpf_redirect_map(&peer, port, 0);
 }
 

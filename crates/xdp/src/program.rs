@@ -2,7 +2,7 @@
 
 use crate::maps::{VerdictMap, XdpCounter};
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{DevMap, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
 use std::ffi::CString;
@@ -14,7 +14,12 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/g
 /// testbed's endpoint veths.
 pub static PASS_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
 
-const SETTING_USERSPACE_FORWARD: u32 = 1;
+/// `struct port_counters` in the XDP program.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PortCounters([u64; XdpCounter::COUNT]);
+// Safety: repr(C) array of u64, no padding.
+unsafe impl Pod for PortCounters {}
 
 /// Where the program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +54,10 @@ pub struct BridgeProgram {
     port_names: [String; 2],
     ifindex: [u32; 2],
     xsks: [XskMap<MapData>; 2],
-    counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, PortCounters>,
     // Taken out of `ebpf` to be written; the fds they hold are the ones the program's
     // instructions were relocated against, so they live as long as the program.
-    _config_maps: (
-        HashMap<MapData, u32, PortInfo>,
-        DevMap<MapData>,
-        Array<MapData, u32>,
-    ),
+    _config_maps: (HashMap<MapData, u32, PortInfo>, DevMap<MapData>),
 }
 
 impl std::fmt::Debug for BridgeProgram {
@@ -75,8 +76,10 @@ impl BridgeProgram {
         if ifindex[0] == ifindex[1] {
             bail!("both bridge ports are the same interface ({})", ports[0]);
         }
+        let userspace_forward = u32::from(opts.userspace_forward);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("verdicts", opts.flow_capacity)
+            .override_global("userspace_forward", &userspace_forward, true)
             .load(PROGRAM)
             .context("loading the XDP program's maps")?;
 
@@ -97,14 +100,6 @@ impl BridgeProgram {
         let mut peer: DevMap<_> = DevMap::try_from(take(&mut ebpf, "peer")?).context("map `peer`")?;
         peer.set(0, ifindex[1], None, 0).context("writing map `peer`")?;
         peer.set(1, ifindex[0], None, 0).context("writing map `peer`")?;
-        let mut settings: Array<_, u32> =
-            Array::try_from(take(&mut ebpf, "settings")?).context("map `settings`")?;
-        let flags = if opts.userspace_forward {
-            SETTING_USERSPACE_FORWARD
-        } else {
-            0
-        };
-        settings.set(0, flags, 0).context("writing map `settings`")?;
         let xsks = [
             XskMap::try_from(take(&mut ebpf, "xsks_a")?).context("map `xsks_a`")?,
             XskMap::try_from(take(&mut ebpf, "xsks_b")?).context("map `xsks_b`")?,
@@ -138,7 +133,7 @@ impl BridgeProgram {
             ifindex,
             xsks,
             counters,
-            _config_maps: (port_map, peer, settings),
+            _config_maps: (port_map, peer),
         })
     }
 
@@ -161,10 +156,14 @@ impl BridgeProgram {
     pub fn counters(&self) -> Result<[[u64; XdpCounter::COUNT]; 2]> {
         let mut out = [[0u64; XdpCounter::COUNT]; 2];
         for (port, row) in out.iter_mut().enumerate() {
-            for (i, slot) in row.iter_mut().enumerate() {
-                let idx = (port * XdpCounter::COUNT + i) as u32;
-                let per_cpu = self.counters.get(&idx, 0).context("reading XDP counters")?;
-                *slot = per_cpu.iter().sum();
+            let per_cpu = self
+                .counters
+                .get(&(port as u32), 0)
+                .context("reading XDP counters")?;
+            for cpu in per_cpu.iter() {
+                for (slot, v) in row.iter_mut().zip(cpu.0) {
+                    *slot += v;
+                }
             }
         }
         Ok(out)

@@ -188,14 +188,6 @@ fn build(st: &Status) -> Result<()> {
         "sysctl",
         "-qw",
         "net.ipv6.conf.all.disable_ipv6=1",
-    ])?;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        b,
-        "sysctl",
-        "-qw",
         "net.ipv6.conf.default.disable_ipv6=1",
     ])?;
     let [pa, pb] = [st.ports[0].as_str(), st.ports[1].as_str()];

@@ -17,6 +17,16 @@ pub fn run(cfg: Config) -> Result<()> {
     ctrlc::set_handler(move || stop_signal.store(true, Ordering::Relaxed))
         .context("installing the SIGINT/SIGTERM handler")?;
 
+    for port in [&b.port_a, &b.port_b] {
+        if let Some(n) = rx_queue_count(port) {
+            if let Some(q) = b.queues.iter().find(|&&q| q >= n) {
+                bail!(
+                    "bridge.queues: queue {q} does not exist on {port} (it has {n} RX queue(s): 0..{})",
+                    n - 1
+                );
+            }
+        }
+    }
     let mode = if b.xdp_mode == "generic" {
         AttachMode::Generic
     } else {
@@ -97,6 +107,17 @@ pub fn run(cfg: Config) -> Result<()> {
     drop(program);
     tracing::info!("stopped; XDP program detached");
     result
+}
+
+/// RX queues of an interface, from sysfs; `None` when sysfs does not say (the socket
+/// bind will then report the problem).
+fn rx_queue_count(port: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{port}/queues")).ok()?;
+    let n = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n).ok().filter(|&n| n > 0)
 }
 
 fn supervise(workers: &[WorkerHandle], stop: &AtomicBool) -> Result<()> {

@@ -82,6 +82,20 @@ fn testbed_refuses_namespaces_it_did_not_make_and_down_removes_all() {
         assert_eq!(tb.status["ports"].as_array().map(|a| a.len()), Some(2));
         // `up` again on its own testbed is harmless.
         assert!(run_ok(&[BIN, "testbed", "up", "--prefix", prefix]).contains("already up"));
+        // A queue the port does not have is a config error naming the field.
+        let cfg = std::fs::read_to_string(tb.s("config")).expect("testbed config");
+        let dir = Scratch::new("badqueue");
+        let bad = dir.0.join("q.toml");
+        std::fs::write(&bad, cfg.replace("queues = [0]", "queues = [0, 3]")).expect("write");
+        let out = tb.in_ns(
+            &tb.s("bridge_ns"),
+            &[BIN, "run", "--config", bad.to_str().expect("path")],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("bridge.queues: queue 3"),
+            "{err}"
+        );
         // The mirror TAP exists in the bridge namespace.
         run_ok(&["ip", "-n", "e2eown-bridge", "link", "show", &tb.s("mirror")]);
     }

@@ -153,24 +153,13 @@ pub fn parse_tls(body: &[u8], record_version: ProtocolVersion) -> Result<ClientH
         return Err(DecodeError::Invalid("empty legacy_compression_methods"));
     }
 
-    let mut info = ClientHelloInfo {
-        version_family: VersionFamily::Unknown(0),
-        record_version: Some(record_version),
+    let mut info = ClientHelloInfo::bare(
+        VersionFamily::Unknown(0),
+        Some(record_version),
         legacy_version,
-        offered_versions: Vec::new(),
-        max_version: legacy_version,
-        sni: None,
-        alpn: Vec::new(),
         cipher_suites,
-        extensions: Vec::new(),
-        ech_offered: false,
-        supported_groups: Vec::new(),
-        key_share_groups: Vec::new(),
-        signature_algorithms: Vec::new(),
         grease_seen,
-        ja4: String::new(),
-        ja4_raw: String::new(),
-    };
+    );
 
     // SSL 3.0 and some TLS 1.0 hellos end after compression methods (RFC 5246 §7.4.1.2:
     // "the presence of extensions can be detected by determining whether there are bytes
@@ -331,26 +320,45 @@ pub fn parse_sslv2(body: &[u8]) -> Result<ClientHelloInfo, DecodeError> {
             }
         }
     }
-    let mut info = ClientHelloInfo {
-        version_family: VersionFamily::LegacySslv2,
-        record_version: None,
-        legacy_version: version,
-        offered_versions: Vec::new(),
-        max_version: version,
-        sni: None,
-        alpn: Vec::new(),
+    let mut info = ClientHelloInfo::bare(
+        VersionFamily::LegacySslv2,
+        None,
+        version,
         cipher_suites,
-        extensions: Vec::new(),
-        ech_offered: false,
-        supported_groups: Vec::new(),
-        key_share_groups: Vec::new(),
-        signature_algorithms: Vec::new(),
         grease_seen,
-        ja4: String::new(),
-        ja4_raw: String::new(),
-    };
+    );
     (info.ja4, info.ja4_raw) = ja4::fingerprint(&info);
     Ok(info)
+}
+
+impl ClientHelloInfo {
+    /// A hello with what every format has (versions, suites) and no extensions yet.
+    fn bare(
+        version_family: VersionFamily,
+        record_version: Option<ProtocolVersion>,
+        legacy_version: ProtocolVersion,
+        cipher_suites: Vec<u16>,
+        grease_seen: bool,
+    ) -> Self {
+        ClientHelloInfo {
+            version_family,
+            record_version,
+            legacy_version,
+            offered_versions: Vec::new(),
+            max_version: legacy_version,
+            sni: None,
+            alpn: Vec::new(),
+            cipher_suites,
+            extensions: Vec::new(),
+            ech_offered: false,
+            supported_groups: Vec::new(),
+            key_share_groups: Vec::new(),
+            signature_algorithms: Vec::new(),
+            grease_seen,
+            ja4: String::new(),
+            ja4_raw: String::new(),
+        }
+    }
 }
 
 #[cfg(test)]

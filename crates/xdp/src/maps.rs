@@ -80,9 +80,7 @@ pub struct VerdictMap {
 }
 
 // bpf(2) commands, from linux/bpf.h.
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 
 /// The `map_elem` arm of `union bpf_attr`.
 #[repr(C)]
@@ -97,12 +95,6 @@ struct MapElemAttr {
 impl VerdictMap {
     pub(crate) fn new(fd: OwnedFd) -> Self {
         Self { fd }
-    }
-
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            fd: self.fd.try_clone()?,
-        })
     }
 
     /// Sets the flow's verdict, resetting its fast-path counters.
@@ -120,38 +112,6 @@ impl VerdictMap {
             flags: 0, // BPF_ANY
         };
         self.call(BPF_MAP_UPDATE_ELEM, &mut attr)
-    }
-
-    pub fn get(&self, key: &FlowKey) -> io::Result<Option<FlowState>> {
-        let key_bytes = key.as_bytes();
-        let mut value = FlowState::default();
-        let mut attr = MapElemAttr {
-            map_fd: self.fd.as_raw_fd() as u32,
-            pad: 0,
-            key: key_bytes.as_ptr() as u64,
-            value: &mut value as *mut FlowState as u64,
-            flags: 0,
-        };
-        match self.call(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-            Ok(()) => Ok(Some(value)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub fn remove(&self, key: &FlowKey) -> io::Result<()> {
-        let key_bytes = key.as_bytes();
-        let mut attr = MapElemAttr {
-            map_fd: self.fd.as_raw_fd() as u32,
-            pad: 0,
-            key: key_bytes.as_ptr() as u64,
-            value: 0,
-            flags: 0,
-        };
-        match self.call(BPF_MAP_DELETE_ELEM, &mut attr) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
-        }
     }
 
     fn call(&self, cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {

@@ -1,0 +1,1 @@
+//! Session records and their sinks (issue 8). Under construction.

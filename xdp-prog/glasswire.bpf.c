@@ -49,14 +49,20 @@ enum verdict {
 	VERDICT_BLOCK = 2,
 };
 
-// Written by userspace; the kernel counts the frames it forwarded on the fast path.
-// Direction 0 is lo -> hi.
+// Written by userspace; the kernel counts the frames it forwarded (or dropped) on the
+// fast path and notes when and how the flow was last seen, so userspace can evict idle
+// and closed flows it no longer sees. Direction 0 is lo -> hi.
 struct flow_state {
 	__u32 verdict;
-	__u32 pad;
+	__u32 tcp_flags; // FLOW_FIN_LO_HI | FLOW_FIN_HI_LO | FLOW_RST, as seen on the fast path
 	__u64 packets[2];
 	__u64 bytes[2];
+	__u64 last_seen_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
 };
+
+#define FLOW_FIN_LO_HI 1
+#define FLOW_FIN_HI_LO 2
+#define FLOW_RST 4
 
 struct port_info {
 	__u32 index; // 0 = port A (client side), 1 = port B (server side)
@@ -163,7 +169,8 @@ static __always_inline __u32 normalise(struct flow_key *key, const __u8 *src, co
 	return dir;
 }
 
-static __always_inline enum parsed parse(void *data, void *end, struct flow_key *key, __u32 *dir)
+static __always_inline enum parsed parse(void *data, void *end, struct flow_key *key, __u32 *dir,
+					   __u32 *flow_flags)
 {
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
@@ -225,6 +232,10 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 		return P_USERSPACE;
 	key->proto = IPPROTO_TCP;
 	*dir = normalise(key, src, dst, bpf_ntohs(tcp->source), bpf_ntohs(tcp->dest));
+	if (tcp->fin)
+		*flow_flags |= *dir ? FLOW_FIN_HI_LO : FLOW_FIN_LO_HI;
+	if (tcp->rst)
+		*flow_flags |= FLOW_RST;
 	return P_TCP;
 }
 
@@ -250,8 +261,8 @@ int glasswire_xdp(struct xdp_md *ctx)
 		goto userspace;
 
 	struct flow_key key = {};
-	__u32 dir = 0;
-	switch (parse(data, end, &key, &dir)) {
+	__u32 dir = 0, flow_flags = 0;
+	switch (parse(data, end, &key, &dir, &flow_flags)) {
 	case P_NON_IP:
 		COUNT(C_FAST_NON_IP, 1);
 		goto fast;
@@ -265,17 +276,19 @@ int glasswire_xdp(struct xdp_md *ctx)
 	}
 
 	struct flow_state *st = bpf_map_lookup_elem(&verdicts, &key);
-	if (!st)
-		goto userspace;
-	if (st->verdict == VERDICT_BLOCK) {
-		COUNT(C_BLOCKED, 1);
-		return XDP_DROP;
-	}
-	if (st->verdict != VERDICT_BYPASS)
+	if (!st || (st->verdict != VERDICT_BLOCK && st->verdict != VERDICT_BYPASS))
 		goto userspace;
 	dir &= 1;
 	__sync_fetch_and_add(&st->packets[dir], 1);
 	__sync_fetch_and_add(&st->bytes[dir], len);
+	// Plain stores: a racing update from another CPU writes an equally recent time.
+	st->last_seen_ns = bpf_ktime_get_ns();
+	if (flow_flags && (st->tcp_flags & flow_flags) != flow_flags)
+		__sync_fetch_and_or(&st->tcp_flags, flow_flags);
+	if (st->verdict == VERDICT_BLOCK) {
+		COUNT(C_BLOCKED, 1);
+		return XDP_DROP;
+	}
 	COUNT(C_FAST_BYPASS, 1);
 
 fast:

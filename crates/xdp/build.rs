@@ -13,7 +13,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", src.display());
         let obj = out.join(format!("{prog}.bpf.o"));
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
             // Debian keeps asm/types.h under the multiarch include directory.
             .arg("-I/usr/include/x86_64-linux-gnu")
             .arg("-I/usr/include/aarch64-linux-gnu")

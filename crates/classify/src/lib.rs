@@ -17,6 +17,7 @@ mod assembler;
 mod client_hello;
 pub mod codec;
 mod ja4;
+pub mod policy;
 
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
@@ -26,3 +27,4 @@ pub use client_hello::{
     ext, is_grease, parse_sslv2, parse_tls, ClientHelloInfo, ProtocolVersion, VersionFamily, X25519MLKEM768,
 };
 pub use codec::DecodeError;
+pub use policy::{Action, Decision, FlowFacts, Policy, PolicyError, PolicySpec, RuleRef, RuleSpec};

@@ -4,23 +4,29 @@
 //!     valgrind --tool=callgrind --toggle-collect='*decide_all*' \
 //!         target/release/examples/replay perf/testdata/mixed.pcap 100
 //!
-//! Only `decide_all` is measured (parse, flow key, decision, counters), not reading the
-//! file; `perf/callgrind` does this and divides by the frames decided.
+//! Only `decide_all` is measured (parse, flow table, classification, policy, counters),
+//! not reading the file; `perf/callgrind` does this and divides by the frames decided.
+//! The policy is the default one (every flow bypassed); later rounds see decided flows.
 
-use dataplane::{Action, Forwarder, Port, WorkerStats};
+use classify::policy::{Policy, PolicySpec};
+use dataplane::{Action, FlowConfig, Forwarder, Port, WorkerStats};
 use std::sync::Arc;
+use std::time::Instant;
 
 #[inline(never)]
-fn decide_all(fwd: &mut Forwarder, frames: &[(Port, Vec<u8>)], rounds: usize) -> usize {
+fn decide_all(fwd: &mut Forwarder<usize>, frames: &[(Port, Vec<u8>)], rounds: usize) -> usize {
     let mut forwarded = 0;
+    let now = Instant::now();
     for _ in 0..rounds {
-        for (port, frame) in frames {
-            if fwd.on_frame(*port, frame) == Action::Forward {
+        for (i, (port, frame)) in frames.iter().enumerate() {
+            if fwd.on_frame(*port, frame, i, now) == Action::Forward {
                 forwarded += 1;
             }
+            // Drained as the worker drains them, after each frame that produced any.
+            if fwd.has_outputs() {
+                forwarded += fwd.outputs().count();
+            }
         }
-        // Drained as the worker drains them once per batch.
-        fwd.take_bypass_requests().for_each(drop);
     }
     forwarded
 }
@@ -46,7 +52,14 @@ fn main() -> anyhow::Result<()> {
             };
         frames.push((port, data));
     }
-    let mut fwd = Forwarder::new(true, Arc::new(WorkerStats::default()));
+    let policy = Policy::compile(&PolicySpec::default(), std::path::Path::new("."), &|p| {
+        std::fs::read_to_string(p)
+    })?;
+    let mut fwd = Forwarder::new(
+        FlowConfig::default(),
+        Arc::new(policy),
+        Arc::new(WorkerStats::default()),
+    );
     let forwarded = decide_all(&mut fwd, &frames, rounds);
     println!("frames_decided={} forwarded={forwarded}", frames.len() * rounds);
     Ok(())

@@ -1,43 +1,34 @@
-//! The forwarding decision for one frame, without I/O.
+//! What happens to each frame that reaches userspace, without I/O: the per-worker flow
+//! table, ClientHello classification at the first client payload, and the policy's
+//! verdict (bypass or block) applied to the flow.
+//!
+//! The life of a TCP flow here:
+//!
+//! ```text
+//!  SYN ──► Handshake ──client payload──► Classifying ──hello read──► policy ──► Passing
+//!              │                            (client frames held)        └─────► Blocked
+//!              └──server payload first / not TLS────────────────────────────► Passing
+//!  payload with no handshake seen (mid-stream) ──► Classifying (counted)
+//! ```
+//!
+//! The handshake passes untouched. While a ClientHello is being read, the client's frames
+//! are held (not sent on) so that a blocked hello never reaches the server; a bypass
+//! releases them unchanged and in order, and writes a kernel verdict so the rest of the
+//! flow stays in the fast path. A block frees them, resets both ends and writes a BLOCK
+//! verdict. Anything that cannot be classified within budget takes the policy's
+//! `unclassified` action (bypass by default: fail open).
 
+use crate::hash::KeyedFoldHash;
+use crate::port::Port;
 use crate::stats::WorkerStats;
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
+use classify::policy::{Action as PolicyAction, Decision, FlowFacts, Policy, RuleRef};
+use classify::{ClientHelloAssembler, ClientHelloInfo, NotTls, Progress};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use wire::{parse_frame, FlowKey, L3};
-
-/// A bridge port: A faces the clients (the switch), B the servers (the router).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
-    A,
-    B,
-}
-
-impl Port {
-    pub fn peer(self) -> Port {
-        match self {
-            Port::A => Port::B,
-            Port::B => Port::A,
-        }
-    }
-
-    /// This port's element of a per-port pair (no bounds check needed: two ports, two slots).
-    pub fn of<T>(self, pair: &[T; 2]) -> &T {
-        let [a, b] = pair;
-        match self {
-            Port::A => a,
-            Port::B => b,
-        }
-    }
-
-    pub fn of_mut<T>(self, pair: &mut [T; 2]) -> &mut T {
-        let [a, b] = pair;
-        match self {
-            Port::A => a,
-            Port::B => b,
-        }
-    }
-}
+use std::time::{Duration, Instant};
+use wire::{parse_frame, tcp_reset, BuiltFrame, Direction, FlowKey, TcpSummary, Toward, L3};
+use xdp::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -45,41 +36,166 @@ pub enum Action {
     Forward,
     /// Drop (the reason was counted).
     Drop,
+    /// Kept by the forwarder: it comes back as [`Output::Transmit`] or [`Output::Free`].
+    Hold,
 }
 
-/// Most bypass verdicts remembered as already requested, so that the frames still in
-/// flight when a verdict is written do not each write it again. Cleared when full
-/// (re-writing a verdict is harmless); sized once so the hot path never allocates.
-const RECENT_BYPASS_CAP: usize = 4096;
-
-/// Decides what happens to each frame that reached userspace.
-///
-/// Call [`Forwarder::on_frame`] for every received frame, then drain
-/// [`Forwarder::take_bypass_requests`] and write those verdicts to the kernel.
-///
-/// Until TLS classification lands, a TCP flow needs no userspace work once it carries
-/// payload: with the fast path on, its first payload segment is forwarded here and the
-/// flow is handed to the kernel (verdict BYPASS) for the rest of its life.
-#[derive(Debug)]
-pub struct Forwarder {
-    fast_path: bool,
-    stats: Arc<WorkerStats>,
-    recent_bypass: HashSet<FlowKey, KeyedFoldHash>,
-    bypass_requests: Vec<FlowKey>,
+/// Work for the I/O shell, produced by [`Forwarder::on_frame`] and [`Forwarder::poll`].
+/// `H` is the shell's handle on a frame buffer (a UMEM descriptor).
+#[derive(Debug, PartialEq)]
+pub enum Output<H> {
+    /// Transmit a held frame, unchanged, on `to` (in the order given).
+    Transmit { to: Port, frame: H },
+    /// A held frame that will not be sent: its buffer may be reused.
+    Free(H),
+    /// Transmit a frame built here (a TCP reset) on `to`.
+    Emit { to: Port, frame: BuiltFrame },
+    /// Write this verdict for the flow to the kernel's flow map.
+    Verdict { key: FlowKey, verdict: Verdict },
 }
 
-impl Forwarder {
-    pub fn new(fast_path: bool, stats: Arc<WorkerStats>) -> Self {
+/// Limits of one worker's flow table.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Hand decided flows to the kernel (bypass verdicts). Off: every frame of every flow
+    /// keeps coming to userspace, and blocks are also enforced here.
+    pub fast_path: bool,
+    /// Flows tracked at once. A new flow beyond this is forwarded untracked (fail open)
+    /// and counted (`flow_table_full`); the table never grows past it.
+    pub capacity: usize,
+    /// How long a flow may sit between its SYN and its first payload.
+    pub handshake_timeout: Duration,
+    /// How long a decided flow that userspace still sees (fast path off) may be silent.
+    pub idle_timeout: Duration,
+    /// How long a decided flow is remembered after its verdict went to the kernel, for the
+    /// frames that were already on their way to userspace.
+    pub decided_linger: Duration,
+    /// How long a flow closed by FIN from both sides is remembered, for the last ACKs.
+    pub closed_linger: Duration,
+    /// Budgets of the ClientHello reader (bytes, out-of-order ranges, time).
+    pub hello: classify::Config,
+    /// Client frames one flow may have held while its hello is read.
+    pub max_held_per_flow: usize,
+    /// Frames all flows together may have held (they are receive buffers taken out of
+    /// circulation).
+    pub max_held_total: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
         Self {
-            fast_path,
+            fast_path: true,
+            capacity: 65_536,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            decided_linger: Duration::from_secs(5),
+            closed_linger: Duration::from_secs(2),
+            hello: classify::Config {
+                max_wait: Duration::from_secs(5),
+                ..classify::Config::default()
+            },
+            max_held_per_flow: 32,
+            max_held_total: 1024,
+        }
+    }
+}
+
+/// How often [`Forwarder::poll`] walks the table for timeouts.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct Flow<H> {
+    /// Direction of the client's frames: the SYN's, or for a flow whose handshake was not
+    /// seen, the first payload's.
+    client_dir: Direction,
+    /// The port the client is behind.
+    client_port: Port,
+    stage: Stage<H>,
+    last_seen: Instant,
+    /// FIN seen from the client, from the server.
+    fin: [bool; 2],
+}
+
+#[derive(Debug)]
+enum Stage<H> {
+    /// SYN seen; no payload yet. `payload_start`: sequence number of the client's first
+    /// payload byte.
+    Handshake {
+        payload_start: u32,
+    },
+    Classifying(Box<Classifying<H>>),
+    /// Decided to let through: bypassed to the kernel (fast path) or forwarded here.
+    Passing,
+    /// Reset and dropped.
+    Blocked,
+}
+
+#[derive(Debug)]
+struct Classifying<H> {
+    payload_start: u32,
+    assembler: ClientHelloAssembler,
+    /// The client's frames since its first payload, in arrival order, not yet sent on.
+    held: Vec<H>,
+    /// The latest acknowledgement number from the client: the server's next sequence
+    /// number, where a reset toward the client must sit to be accepted.
+    client_ack: Option<u32>,
+    /// The sequence number just past the client's latest payload.
+    client_next: u32,
+}
+
+/// Decides, per frame, whether it is forwarded, held or dropped; keeps the worker's flow
+/// table. Call [`Forwarder::on_frame`] for every received frame and drain
+/// [`Forwarder::outputs`] after each call; call [`Forwarder::poll`] regularly.
+#[derive(Debug)]
+pub struct Forwarder<H> {
+    cfg: FlowConfig,
+    policy: Arc<Policy>,
+    stats: Arc<WorkerStats>,
+    flows: HashMap<FlowKey, Flow<H>, KeyedFoldHash>,
+    held_total: usize,
+    outputs: Vec<Output<H>>,
+    next_sweep: Option<Instant>,
+}
+
+impl<H: Copy> Forwarder<H> {
+    pub fn new(cfg: FlowConfig, policy: Arc<Policy>, stats: Arc<WorkerStats>) -> Self {
+        Self {
+            flows: HashMap::with_capacity_and_hasher(cfg.capacity, KeyedFoldHash::new()),
+            outputs: Vec::with_capacity(cfg.max_held_per_flow + 8),
+            held_total: 0,
+            cfg,
+            policy,
             stats,
-            recent_bypass: HashSet::with_capacity_and_hasher(RECENT_BYPASS_CAP, KeyedFoldHash::new()),
-            bypass_requests: Vec::with_capacity(256),
+            next_sweep: None,
         }
     }
 
+    /// Decisions from now on use `policy`; flows already decided keep their verdict.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    /// Work produced by the last calls, in the order it must be done.
+    pub fn outputs(&mut self) -> std::vec::Drain<'_, Output<H>> {
+        self.outputs.drain(..)
+    }
+
+    pub fn has_outputs(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    /// Client frames held now, waiting for their flow's decision.
+    pub fn frames_held(&self) -> usize {
+        self.held_total
+    }
+
+    /// Flows in the table now.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
     #[must_use]
-    pub fn on_frame(&mut self, from: Port, frame: &[u8]) -> Action {
+    pub fn on_frame(&mut self, from: Port, frame: &[u8], handle: H, now: Instant) -> Action {
         let port = from.of(&self.stats.ports);
         port.rx_frames.incr();
         port.rx_bytes.add(frame.len() as u64);
@@ -93,175 +209,344 @@ impl Forwarder {
                 return Action::Drop;
             }
         };
-        if self.fast_path {
-            if let L3::Ip {
-                flow: Some((key, _)),
+        match parsed.l3 {
+            L3::Ip {
+                flow: Some((key, dir)),
                 tcp: Some(tcp),
                 ..
-            } = parsed.l3
-            {
-                if !tcp.payload.is_empty() && !tcp.rst && self.request_bypass(key) {
-                    self.stats.worker.bypass_verdicts.incr();
+            } => self.on_tcp(from, frame, key, dir, &tcp, handle, now),
+            _ => Action::Forward,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_tcp(
+        &mut self,
+        from: Port,
+        frame: &[u8],
+        key: FlowKey,
+        dir: Direction,
+        tcp: &TcpSummary<'_>,
+        handle: H,
+        now: Instant,
+    ) -> Action {
+        let fs = &self.stats.flows;
+        let Some(flow) = self.flows.get_mut(&key) else {
+            let opening = tcp.syn && !tcp.ack;
+            if tcp.rst || (tcp.payload.is_empty() && !opening) {
+                // A SYN/ACK, ACK or FIN of a flow not tracked: nothing to decide on.
+                return Action::Forward;
+            }
+            if self.flows.len() >= self.cfg.capacity {
+                fs.flow_table_full.incr();
+                return Action::Forward;
+            }
+            let stage = if opening {
+                fs.started.incr();
+                Stage::Handshake {
+                    payload_start: tcp.seq.wrapping_add(1),
+                }
+            } else {
+                // Payload with no handshake seen: the bridge started after the connection
+                // did, or its entry was evicted. The sender of this first payload is taken
+                // as the client.
+                fs.midstream.incr();
+                Stage::Handshake {
+                    payload_start: tcp.seq,
+                }
+            };
+            self.flows.insert(
+                key,
+                Flow {
+                    client_dir: dir,
+                    client_port: from,
+                    stage,
+                    last_seen: now,
+                    fin: [false; 2],
+                },
+            );
+            fs.tracked.set(self.flows.len() as u64);
+            if opening {
+                return Action::Forward;
+            }
+            return self.on_tcp(from, frame, key, dir, tcp, handle, now);
+        };
+
+        flow.last_seen = now;
+        let from_client = dir == flow.client_dir;
+        if tcp.rst {
+            // Either end gave up on the connection: nothing left to decide or hold.
+            let blocked = matches!(flow.stage, Stage::Blocked);
+            if let Stage::Classifying(c) = &mut flow.stage {
+                self.held_total -= c.held.len();
+                fs.frames_held.set(self.held_total as u64);
+                self.outputs.extend(c.held.drain(..).map(Output::Free));
+            }
+            self.flows.remove(&key);
+            fs.tracked.set(self.flows.len() as u64);
+            fs.closed_by_rst.incr();
+            return if blocked { Action::Drop } else { Action::Forward };
+        }
+        if tcp.fin {
+            if let Some(f) = flow.fin.get_mut(usize::from(!from_client)) {
+                *f = true;
+            }
+        }
+        match &mut flow.stage {
+            Stage::Blocked => {
+                fs.dropped_blocked.incr();
+                Action::Drop
+            }
+            Stage::Passing => Action::Forward,
+            Stage::Handshake { payload_start } => {
+                if tcp.payload.is_empty() {
+                    if from_client && tcp.syn {
+                        // A retransmitted (or new) SYN moves the stream's start.
+                        *payload_start = tcp.seq.wrapping_add(1);
+                    }
+                    return Action::Forward;
+                }
+                if !from_client {
+                    // The server spoke first (SMTP, SSH, ...): not a TLS client.
+                    fs.not_tls.incr();
+                    flow.stage = Stage::Passing;
+                    self.pass(key);
+                    return Action::Forward;
+                }
+                let payload_start = *payload_start;
+                flow.stage = Stage::Classifying(Box::new(Classifying {
+                    payload_start,
+                    assembler: ClientHelloAssembler::new(self.cfg.hello.clone(), now),
+                    held: Vec::with_capacity(4),
+                    client_ack: None,
+                    client_next: payload_start,
+                }));
+                self.on_tcp(from, frame, key, dir, tcp, handle, now)
+            }
+            Stage::Classifying(c) => {
+                if !from_client {
+                    return Action::Forward;
+                }
+                // Every client frame is held while the hello is read, so what is released
+                // later keeps its order (a FIN or an ACK must not overtake held data).
+                c.held.push(handle);
+                self.held_total += 1;
+                if tcp.ack {
+                    c.client_ack = Some(tcp.ack_number);
+                }
+                let end = tcp.seq.wrapping_add(tcp.payload.len() as u32);
+                if end.wrapping_sub(c.client_next) as i32 > 0 {
+                    c.client_next = end;
+                }
+                let progress = if tcp.payload.is_empty() {
+                    Progress::NeedMore
+                } else {
+                    c.assembler
+                        .push(tcp.seq.wrapping_sub(c.payload_start), tcp.payload)
+                };
+                let over_limit =
+                    c.held.len() > self.cfg.max_held_per_flow || self.held_total > self.cfg.max_held_total;
+                let decision = match progress {
+                    Progress::NeedMore if over_limit => {
+                        fs.held_limit.incr();
+                        Some((self.unclassified(), None))
+                    }
+                    Progress::NeedMore => None,
+                    other => Some(self.decide(&key, dir, other)),
+                };
+                fs.frames_held.set(self.held_total as u64);
+                if let Some((decision, hello)) = decision {
+                    self.apply(key, decision, hello.as_deref(), frame);
+                }
+                Action::Hold
+            }
+        }
+    }
+
+    /// Times out flows: handshakes that never carried data, hellos that never completed,
+    /// decided flows whose time in the table is over.
+    pub fn poll<'a>(&mut self, now: Instant, frame_bytes: impl Fn(&H) -> &'a [u8]) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = now.checked_add(SWEEP_EVERY);
+        let mut expired_hellos: Vec<FlowKey> = Vec::new();
+        let cfg = &self.cfg;
+        let fs = &self.stats.flows;
+        self.flows.retain(|key, flow| {
+            let idle = now.saturating_duration_since(flow.last_seen);
+            let closed = flow.fin == [true, true];
+            let keep = match &mut flow.stage {
+                Stage::Handshake { .. } => idle < cfg.handshake_timeout,
+                Stage::Classifying(c) => {
+                    if let Progress::GaveUp(_) = c.assembler.handle_timeout(now) {
+                        expired_hellos.push(*key);
+                    }
+                    true
+                }
+                Stage::Passing if closed => idle < cfg.closed_linger,
+                Stage::Passing if cfg.fast_path => idle < cfg.decided_linger,
+                Stage::Passing => idle < cfg.idle_timeout,
+                Stage::Blocked => idle < cfg.decided_linger,
+            };
+            if !keep {
+                if closed {
+                    fs.evicted_closed.incr();
+                } else {
+                    fs.evicted_idle.incr();
                 }
             }
+            keep
+        });
+        for key in expired_hellos {
+            let decision = self.unclassified();
+            let first = match self.flows.get(&key).map(|f| &f.stage) {
+                Some(Stage::Classifying(c)) => c.held.first().copied(),
+                _ => None,
+            };
+            let bytes = first.as_ref().map(&frame_bytes).unwrap_or_default();
+            self.apply(key, decision, None, bytes);
         }
-        Action::Forward
+        self.stats.flows.tracked.set(self.flows.len() as u64);
     }
 
-    fn request_bypass(&mut self, key: FlowKey) -> bool {
-        if self.recent_bypass.len() >= RECENT_BYPASS_CAP {
-            self.recent_bypass.clear();
-        }
-        if !self.recent_bypass.insert(key) {
-            return false;
-        }
-        // Drained once per pass, so it keeps the capacity of the busiest pass: a larger
-        // pass grows it once, not per frame.
-        self.bypass_requests.push(key);
-        true
-    }
-
-    /// Verdicts to write to the kernel, in the order they were decided.
-    pub fn take_bypass_requests(&mut self) -> std::vec::Drain<'_, FlowKey> {
-        self.bypass_requests.drain(..)
-    }
-}
-
-/// A multiply-rotate hash over 64-bit words with a per-worker random seed, for the
-/// recent-bypass set. SipHash (the std default) was 45% of the instructions of the
-/// whole forwarding decision under callgrind (`perf/callgrind`); flow keys are 40 bytes
-/// that this folds in five steps. The seed keeps collisions unpredictable to a sender,
-/// and the set is bounded (RECENT_BYPASS_CAP), so a crafted flood costs little either way.
-#[derive(Debug, Clone)]
-struct KeyedFoldHash {
-    seed: u64,
-}
-
-impl KeyedFoldHash {
-    fn new() -> Self {
-        Self {
-            seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
-        }
-    }
-}
-
-impl BuildHasher for KeyedFoldHash {
-    type Hasher = FoldHasher;
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher(self.seed)
-    }
-}
-
-#[derive(Debug)]
-struct FoldHasher(u64);
-
-impl FoldHasher {
-    #[inline]
-    fn fold(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for FoldHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            for (d, s) in word.iter_mut().zip(chunk) {
-                *d = *s;
+    /// The policy's decision for a flow whose classification finished with `progress`,
+    /// and the hello when there was one.
+    fn decide(
+        &self,
+        key: &FlowKey,
+        client_dir: Direction,
+        progress: Progress,
+    ) -> (Decision, Option<Box<ClientHelloInfo>>) {
+        let fs = &self.stats.flows;
+        match progress {
+            Progress::Done(hello) => {
+                fs.tls_hellos.incr();
+                let ((client, _), (server, server_port)) = endpoints(key, client_dir);
+                let decision = self.policy.decide(&FlowFacts {
+                    src: client,
+                    dst: server,
+                    dst_port: server_port,
+                    hello: &hello,
+                });
+                (decision, Some(hello))
             }
-            self.fold(u64::from_ne_bytes(word));
+            Progress::NotTls(NotTls::Malformed(_)) | Progress::GaveUp(_) => (self.unclassified(), None),
+            Progress::NotTls(_) | Progress::NeedMore => {
+                fs.not_tls.incr();
+                let decision = Decision {
+                    action: PolicyAction::Bypass,
+                    rule: RuleRef::Default,
+                };
+                (decision, None)
+            }
         }
     }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.fold(u64::from(i));
+
+    fn unclassified(&self) -> Decision {
+        self.stats.flows.unclassified.incr();
+        self.policy.unclassified()
     }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.fold(u64::from(i));
+
+    /// Carries out `decision` for a flow being classified; `client_frame` is one of its
+    /// client's frames (to address resets from).
+    fn apply(
+        &mut self,
+        key: FlowKey,
+        decision: Decision,
+        hello: Option<&ClientHelloInfo>,
+        client_frame: &[u8],
+    ) {
+        let fs = &self.stats.flows;
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let to_server = flow.client_port.peer();
+        let held = match std::mem::replace(&mut flow.stage, Stage::Passing) {
+            Stage::Classifying(c) => *c,
+            other => {
+                flow.stage = other;
+                return;
+            }
+        };
+        self.held_total -= held.held.len();
+        fs.frames_held.set(self.held_total as u64);
+        match decision.action {
+            PolicyAction::Bypass | PolicyAction::Intercept => {
+                if decision.action == PolicyAction::Intercept {
+                    // The daemon refuses intercept rules until interception exists; a
+                    // policy that slipped one through is passed, not broken.
+                    fs.intercept_unavailable.incr();
+                }
+                fs.decided_bypass.incr();
+                self.outputs.extend(
+                    held.held
+                        .iter()
+                        .map(|&frame| Output::Transmit { to: to_server, frame }),
+                );
+                self.pass(key);
+            }
+            PolicyAction::Block => {
+                fs.decided_block.incr();
+                flow.stage = Stage::Blocked;
+                let to_client = flow.client_port;
+                self.outputs.extend(held.held.iter().map(|&h| Output::Free(h)));
+                tracing::info!(
+                    flow = %key,
+                    sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-"),
+                    rule = %decision.rule,
+                    "blocked by policy"
+                );
+                // Toward the client from the server's address, where the server's next
+                // byte would be; toward the server as if from the client, at the first
+                // byte it never received.
+                let resets = [
+                    held.client_ack.map(|seq| {
+                        (
+                            to_client,
+                            tcp_reset(client_frame, Toward::Sender, seq, Some(held.client_next)),
+                        )
+                    }),
+                    Some((
+                        to_server,
+                        tcp_reset(client_frame, Toward::Receiver, held.payload_start, None),
+                    )),
+                ];
+                for (to, frame) in resets.into_iter().flatten() {
+                    match frame {
+                        Ok(frame) => {
+                            fs.resets_sent.incr();
+                            self.outputs.push(Output::Emit { to, frame });
+                        }
+                        Err(_) => fs.reset_build_errors.incr(),
+                    }
+                }
+                self.outputs.push(Output::Verdict {
+                    key,
+                    verdict: Verdict::Block,
+                });
+            }
+        }
     }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.fold(u64::from(i));
+
+    /// The flow is let through from now on; with the fast path, by the kernel.
+    fn pass(&mut self, key: FlowKey) {
+        if self.cfg.fast_path {
+            self.outputs.push(Output::Verdict {
+                key,
+                verdict: Verdict::Bypass,
+            });
+        }
     }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.fold(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.fold(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
+}
+
+/// (client, server) endpoints of a flow whose client sends in direction `client_dir`.
+fn endpoints(key: &FlowKey, client_dir: Direction) -> ((IpAddr, u16), (IpAddr, u16)) {
+    match client_dir {
+        Direction::LoToHi => (key.lo(), key.hi()),
+        Direction::HiToLo => (key.hi(), key.lo()),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use etherparse::PacketBuilder;
-
-    fn tcp(payload: &[u8], syn: bool) -> Vec<u8> {
-        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 66, 0, 1], [10, 66, 0, 2], 64)
-            .tcp(40000, 80, 1, 1000);
-        if syn {
-            b = b.syn();
-        }
-        let mut out = Vec::new();
-        b.write(&mut out, payload).unwrap();
-        out
-    }
-
-    #[test]
-    fn handshake_stays_in_userspace_first_payload_requests_bypass_once() {
-        let stats = Arc::new(WorkerStats::default());
-        let mut f = Forwarder::new(true, stats.clone());
-        assert_eq!(f.on_frame(Port::A, &tcp(b"", true)), Action::Forward);
-        assert_eq!(f.take_bypass_requests().count(), 0);
-        assert_eq!(f.on_frame(Port::A, &tcp(b"GET /", false)), Action::Forward);
-        assert_eq!(f.on_frame(Port::A, &tcp(b"more", false)), Action::Forward);
-        let reqs: Vec<_> = f.take_bypass_requests().collect();
-        assert_eq!(reqs.len(), 1);
-        assert_eq!((reqs[0].port_lo, reqs[0].port_hi), (40000, 80));
-        assert_eq!(stats.worker.bypass_verdicts.get(), 1);
-        assert_eq!(stats.ports[0].rx_frames.get(), 3);
-    }
-
-    #[test]
-    fn userspace_forward_mode_never_requests_bypass() {
-        let mut f = Forwarder::new(false, Arc::new(WorkerStats::default()));
-        assert_eq!(f.on_frame(Port::B, &tcp(b"data", false)), Action::Forward);
-        assert_eq!(f.take_bypass_requests().count(), 0);
-    }
-
-    #[test]
-    fn malformed_frames_are_dropped_and_counted_by_reason() {
-        let stats = Arc::new(WorkerStats::default());
-        let mut f = Forwarder::new(true, stats.clone());
-        assert_eq!(f.on_frame(Port::B, &[0u8; 8]), Action::Drop);
-        let mut bad = tcp(b"x", false);
-        bad[14] = 0x42; // IHL 2
-        assert_eq!(f.on_frame(Port::B, &bad), Action::Drop);
-        assert_eq!(stats.ports[1].drop_malformed.get(), 2);
-        assert_eq!(stats.parse_drops[1][wire::ParseError::Runt.index()].get(), 1);
-        assert_eq!(
-            stats.parse_drops[1][wire::ParseError::BadIpHeader.index()].get(),
-            1
-        );
-        let snap = stats.snapshot(&["a".into(), "b".into()]);
-        assert_eq!(snap["ports"]["b"]["parse_drops"]["runt"], 1);
-    }
-
-    #[test]
-    fn non_ip_is_forwarded() {
-        let mut f = Forwarder::new(true, Arc::new(WorkerStats::default()));
-        let mut arp = vec![0xff; 12];
-        arp.extend_from_slice(&[0x08, 0x06]);
-        arp.extend_from_slice(&[0; 28]);
-        assert_eq!(f.on_frame(Port::A, &arp), Action::Forward);
-    }
-}
+mod tests;

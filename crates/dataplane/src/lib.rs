@@ -9,9 +9,14 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
 
 mod forward;
+mod hash;
+mod port;
 mod stats;
+mod sweeper;
 mod worker;
 
-pub use forward::{Action, Forwarder, Port};
-pub use stats::{PortStats, WorkerCounters, WorkerStats};
-pub use worker::{spawn_worker, WorkerConfig, WorkerHandle};
+pub use forward::{Action, FlowConfig, Forwarder, Output};
+pub use port::Port;
+pub use stats::{FlowCounters, PortStats, WorkerCounters, WorkerStats};
+pub use sweeper::{expired, spawn_sweeper, sweep, Eviction, SweepConfig, SweepStats};
+pub use worker::{spawn_worker, SharedPolicy, WorkerConfig, WorkerHandle};

@@ -17,6 +17,8 @@ counter_set! {
         tx_bytes,
         /// frames from this port dropped because the other port's TX ring was full
         drop_tx_ring_full,
+        /// frames built for this port (TCP resets) dropped for want of a free buffer
+        drop_no_buffer,
         /// frames from this port dropped because they could not be parsed (see parse_drops)
         drop_malformed,
         /// frames the kernel dropped on this port's AF_XDP socket (no room in the RX ring or no fill buffer), from XDP_STATISTICS
@@ -35,12 +37,56 @@ counter_set! {
     pub struct WorkerCounters {
         /// TCP flows whose bypass verdict this worker wrote to the kernel's flow map
         bypass_verdicts,
+        /// TCP flows whose block verdict this worker wrote to the kernel's flow map
+        block_verdicts,
         /// verdict map writes the kernel refused
         verdict_write_errors,
         /// times the worker slept in poll(2) because all its rings were idle
         idle_polls,
         /// TX wakeups (sendto) issued to push frames out in copy mode
         tx_wakeups,
+    }
+}
+
+counter_set! {
+    /// One worker's flow table: how flows came, were classified, decided and left.
+    pub struct FlowCounters {
+        /// flows in the table now (gauge)
+        tracked,
+        /// flows that entered the table at their SYN
+        started,
+        /// flows that entered the table at a payload with no handshake seen (mid-stream)
+        midstream,
+        /// new flows forwarded untracked because the table was full (never classified)
+        flow_table_full,
+        /// flows whose first client bytes were a whole TLS (or SSL) ClientHello
+        tls_hellos,
+        /// flows passed through because their first payload was not TLS (or came from the server)
+        not_tls,
+        /// flows whose hello could not be read (malformed, over budget, too slow): policy `unclassified`
+        unclassified,
+        /// flows decided bypass (let through; in the kernel when the fast path is on)
+        decided_bypass,
+        /// flows decided block (reset both ways, dropped)
+        decided_block,
+        /// intercept decisions passed through because interception is not available
+        intercept_unavailable,
+        /// client frames held now while their flow's hello is read (gauge)
+        frames_held,
+        /// flows that hit the per-flow or total limit of held frames (treated as unclassified)
+        held_limit,
+        /// TCP resets sent (two per blocked flow)
+        resets_sent,
+        /// resets that could not be built from the flow's frames
+        reset_build_errors,
+        /// frames of blocked flows dropped in userspace
+        dropped_blocked,
+        /// flows removed from the table because either end sent RST
+        closed_by_rst,
+        /// flows removed after their time in the table ran out (handshake, idle, decided)
+        evicted_idle,
+        /// flows removed after both ends sent FIN
+        evicted_closed,
     }
 }
 
@@ -52,6 +98,7 @@ pub struct WorkerStats {
     /// [`ParseError::index`]).
     pub parse_drops: [[Counter; ParseError::ALL.len()]; 2],
     pub worker: WorkerCounters,
+    pub flows: FlowCounters,
 }
 
 impl WorkerStats {
@@ -70,6 +117,7 @@ impl WorkerStats {
         }
         let mut out = self.worker.snapshot();
         out.insert("ports".into(), ports.into());
+        out.insert("flows".into(), self.flows.snapshot().into());
         out.into()
     }
 }

@@ -1,13 +1,50 @@
 //! The worker loop: one thread per queue, pinned to its core.
 
-use crate::forward::{Action, Forwarder, Port};
+use crate::forward::{Action, FlowConfig, Forwarder, Output};
+use crate::port::Port;
 use crate::stats::WorkerStats;
 use anyhow::{anyhow, Context, Result};
+use classify::policy::Policy;
+use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use xdp::{BridgeProgram, FrameDesc, QueueSockets, Verdict, VerdictMap, XskOptions};
+use std::time::Instant;
+use wire::FlowKey;
+use xdp::{BridgeProgram, FrameDesc, QueueSockets, Verdict, VerdictMap, XskOptions, XskPort};
+
+/// The policy in force, shared by the workers and replaced whole on reload: a worker
+/// checks the generation once per pass and takes the new policy between two batches,
+/// so no frame sees half a policy and no traffic stops.
+#[derive(Debug)]
+pub struct SharedPolicy {
+    generation: AtomicU64,
+    current: Mutex<Arc<Policy>>,
+}
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(policy)),
+        }
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(policy);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -16,7 +53,9 @@ pub struct WorkerConfig {
     pub queue: u32,
     /// Core to pin the thread to; `None` leaves it to the scheduler.
     pub core: Option<usize>,
-    pub fast_path: bool,
+    /// The flow table's limits and timeouts (and whether the fast path is on).
+    pub flows: FlowConfig,
+    pub policy: Arc<SharedPolicy>,
     /// Frames taken from an RX ring per pass.
     pub batch_size: usize,
     pub xsk: XskOptions,
@@ -113,10 +152,14 @@ fn run(
     }
     tracing::info!(queue = cfg.queue, core = ?cfg.core, "worker running");
 
-    let mut forwarder = Forwarder::new(cfg.fast_path, stats.clone());
+    let mut policy_generation = cfg.policy.generation();
+    let mut forwarder: Forwarder<FrameDesc> =
+        Forwarder::new(cfg.flows.clone(), cfg.policy.current(), stats.clone());
     let batch = cfg.batch_size.max(1);
     let mut rx_descs = vec![FrameDesc::default(); batch];
-    let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch);
+    // Frames for each port's TX ring, in order; sent at the end of each direction's batch.
+    let mut tx_descs: [Vec<FrameDesc>; 2] = [Vec::with_capacity(batch * 2), Vec::with_capacity(batch * 2)];
+    let mut verdict_writes: Vec<(FlowKey, Verdict)> = Vec::with_capacity(64);
     let mut comp_descs = vec![FrameDesc::default(); cfg.xsk.ring_size as usize];
     // Frames handed to each port's TX ring and not yet seen on its completion ring.
     let mut in_flight = [0usize; 2];
@@ -127,60 +170,70 @@ fn run(
         if passes % KERNEL_STATS_EVERY == 0 {
             mirror_kernel_stats(&socks, &stats);
         }
+        let generation = cfg.policy.generation();
+        if generation != policy_generation {
+            policy_generation = generation;
+            forwarder.set_policy(cfg.policy.current());
+        }
+        // The one clock read of a pass: every frame of the pass is stamped with it.
+        let now = Instant::now();
         let mut received = 0;
         for from in [Port::A, Port::B] {
             let to = from.peer();
-            let [a, b] = &mut socks.ports;
-            let (rx_side, tx_side) = if from == Port::A { (a, b) } else { (b, a) };
             // Safety: the descriptors the RX ring hands back are frames of this
             // socket's UMEM, owned by us until we give them to a ring again.
-            let n = unsafe { rx_side.rx.consume(&mut rx_descs) };
+            let n = unsafe { from.of_mut(&mut socks.ports).rx.consume(&mut rx_descs) };
             if n == 0 {
                 continue;
             }
             received += n;
-            tx_descs.clear();
             for desc in rx_descs.iter().take(n) {
                 // Safety: `desc` came from this UMEM's RX ring and is not in any ring.
                 let data = unsafe { socks.umem.data(desc) };
-                match forwarder.on_frame(from, data.contents()) {
-                    Action::Forward => tx_descs.push(*desc),
+                match forwarder.on_frame(from, data.contents(), *desc, now) {
+                    Action::Forward => to.of_mut(&mut tx_descs).push(*desc),
                     Action::Drop => socks.free.push(*desc),
+                    Action::Hold => {}
+                }
+                if forwarder.has_outputs() {
+                    carry_out(
+                        &mut forwarder,
+                        &mut socks,
+                        &mut tx_descs,
+                        &mut verdict_writes,
+                        &stats,
+                    );
                 }
             }
-            // Safety: the descriptors are frames of the UMEM this TX ring shares.
-            let mut sent = unsafe { tx_side.tx.produce(&tx_descs) };
-            kick_tx(&tx_side.tx, sent, &stats)?;
-            if let Some(rest) = tx_descs.get(sent..).filter(|r| !r.is_empty()) {
-                // The ring was full of frames the kernel had not taken yet; the kicks
-                // above made room, so the rest get one more chance before being dropped.
-                // Safety: as above.
-                let more = unsafe { tx_side.tx.produce(rest) };
-                kick_tx(&tx_side.tx, more, &stats)?;
-                sent += more;
-            }
-            *to.of_mut(&mut in_flight) += sent;
-            let out = to.of(&stats.ports);
-            out.tx_frames.add(sent as u64);
-            out.tx_bytes.add(
-                tx_descs
-                    .iter()
-                    .take(sent)
-                    .map(|d| d.lengths().data() as u64)
-                    .sum(),
+            transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
+        }
+        forwarder.poll(now, |desc| {
+            // Safety: held descriptors are frames of this UMEM in no ring.
+            unsafe { socks.umem.data(desc) }.contents()
+        });
+        if forwarder.has_outputs() {
+            carry_out(
+                &mut forwarder,
+                &mut socks,
+                &mut tx_descs,
+                &mut verdict_writes,
+                &stats,
             );
-            if let Some(unsent) = tx_descs.get(sent..) {
-                if !unsent.is_empty() {
-                    from.of(&stats.ports).drop_tx_ring_full.add(unsent.len() as u64);
-                    socks.free.extend_from_slice(unsent);
-                }
+        }
+        for to in [Port::A, Port::B] {
+            if !to.of(&tx_descs).is_empty() {
+                transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
             }
         }
 
-        for key in forwarder.take_bypass_requests() {
-            if let Err(e) = verdicts.set(&key, Verdict::Bypass) {
-                stats.worker.verdict_write_errors.incr();
-                tracing::warn!(flow = %key, error = %e, "writing a bypass verdict failed");
+        for (key, verdict) in verdict_writes.drain(..) {
+            match verdicts.set(&key, verdict) {
+                Ok(()) if verdict == Verdict::Block => stats.worker.block_verdicts.incr(),
+                Ok(()) => stats.worker.bypass_verdicts.incr(),
+                Err(e) => {
+                    stats.worker.verdict_write_errors.incr();
+                    tracing::warn!(flow = %key, error = %e, "writing a flow verdict failed");
+                }
             }
         }
 
@@ -209,7 +262,13 @@ fn run(
             } else {
                 stats.worker.idle_polls.incr();
                 mirror_kernel_stats(&socks, &stats);
-                wait_readable(&fds, IDLE_POLL_MS);
+                // Flows being classified have deadlines; do not sleep through them.
+                let timeout = if forwarder.frames_held() > 0 {
+                    10
+                } else {
+                    IDLE_POLL_MS
+                };
+                wait_readable(&fds, timeout);
             }
         }
     }
@@ -238,6 +297,84 @@ fn mirror_kernel_stats(socks: &QueueSockets, stats: &WorkerStats) {
 /// net/xdp/xsk.c): a batch larger than this needs more than one kick, or the ring fills
 /// while the kernel waits to be asked again.
 const COPY_MODE_TX_PER_KICK: usize = 32;
+
+/// Does what the forwarder asked for: held frames go to their TX list (after what is
+/// already there, so order is kept), freed frames back to the free list, built frames
+/// into a free buffer, verdicts to the list written after the pass.
+fn carry_out(
+    forwarder: &mut Forwarder<FrameDesc>,
+    socks: &mut QueueSockets,
+    tx_descs: &mut [Vec<FrameDesc>; 2],
+    verdict_writes: &mut Vec<(FlowKey, Verdict)>,
+    stats: &WorkerStats,
+) {
+    for out in forwarder.outputs() {
+        match out {
+            Output::Transmit { to, frame } => to.of_mut(tx_descs).push(frame),
+            Output::Free(frame) => socks.free.push(frame),
+            Output::Emit { to, frame } => {
+                let Some(mut desc) = socks.free.pop() else {
+                    to.of(&stats.ports).drop_no_buffer.incr();
+                    continue;
+                };
+                // Safety: a frame from the free list belongs to this UMEM and no ring.
+                let mut data = unsafe { socks.umem.data_mut(&mut desc) };
+                let mut cursor = data.cursor();
+                cursor.set_pos(0);
+                if cursor.write_all(frame.as_bytes()).is_ok() {
+                    to.of_mut(tx_descs).push(desc);
+                } else {
+                    socks.free.push(desc);
+                    to.of(&stats.ports).drop_no_buffer.incr();
+                }
+            }
+            Output::Verdict { key, verdict } => verdict_writes.push((key, verdict)),
+        }
+    }
+}
+
+/// Hands the frames queued for `to` to its TX ring and kicks the kernel; what the ring
+/// cannot take is dropped and counted against the port the frames came from.
+fn transmit(
+    socks: &mut QueueSockets,
+    to: Port,
+    tx_descs: &mut [Vec<FrameDesc>; 2],
+    in_flight: &mut [usize; 2],
+    stats: &WorkerStats,
+) -> Result<()> {
+    let descs = to.of_mut(tx_descs);
+    if descs.is_empty() {
+        return Ok(());
+    }
+    let tx_side: &mut XskPort = to.of_mut(&mut socks.ports);
+    // Safety: the descriptors are frames of the UMEM this TX ring shares.
+    let mut sent = unsafe { tx_side.tx.produce(descs) };
+    kick_tx(&tx_side.tx, sent, stats)?;
+    if let Some(rest) = descs.get(sent..).filter(|r| !r.is_empty()) {
+        // The ring was full of frames the kernel had not taken yet; the kicks above made
+        // room, so the rest get one more chance before being dropped.
+        // Safety: as above.
+        let more = unsafe { tx_side.tx.produce(rest) };
+        kick_tx(&tx_side.tx, more, stats)?;
+        sent += more;
+    }
+    *to.of_mut(in_flight) += sent;
+    let out = to.of(&stats.ports);
+    out.tx_frames.add(sent as u64);
+    out.tx_bytes
+        .add(descs.iter().take(sent).map(|d| d.lengths().data() as u64).sum());
+    if let Some(unsent) = descs.get(sent..) {
+        if !unsent.is_empty() {
+            to.peer()
+                .of(&stats.ports)
+                .drop_tx_ring_full
+                .add(unsent.len() as u64);
+            socks.free.extend_from_slice(unsent);
+        }
+    }
+    descs.clear();
+    Ok(())
+}
 
 fn kick_tx(tx: &xdp::TxQueue, queued: usize, stats: &WorkerStats) -> Result<()> {
     if queued == 0 || !tx.needs_wakeup() {

@@ -1,15 +1,96 @@
 //! The TOML configuration of `glasswire run`.
 
 use anyhow::{bail, Context, Result};
+use classify::policy::{Action, Policy, PolicySpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub bridge: BridgeConfig,
     #[serde(default)]
+    pub flows: FlowsConfig,
+    #[serde(default)]
     pub stats: StatsConfig,
+    /// Which TLS flows are bypassed, blocked (or, later, intercepted): docs/policy.md.
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// Directory of the config file: relative list paths in `[policy.lists]` start here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The flow table of each worker and the kernel's flow map: sizes and timeouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// Flows each worker tracks at once (handshakes and flows being classified). New
+    /// flows beyond it are forwarded unclassified and counted (`flow_table_full`).
+    pub capacity: usize,
+    /// Seconds a flow may stay between its SYN and its first payload.
+    pub handshake_timeout_s: u64,
+    /// Seconds without a frame after which a flow is forgotten (kernel map included).
+    pub idle_timeout_s: u64,
+    /// Seconds a flow closed by FIN both ways or RST is kept, for its last frames.
+    pub closed_linger_s: u64,
+    /// Seconds a blocked flow's drop verdict stays after its client goes quiet.
+    pub block_linger_s: u64,
+    /// Milliseconds a ClientHello may take to arrive whole before the flow is
+    /// `unclassified`.
+    pub hello_timeout_ms: u64,
+    /// Bytes of ClientHello (with record headers) read at most before giving up.
+    pub hello_max_bytes: usize,
+    /// Client frames all flows of a worker may have held while their hellos are read.
+    pub max_held_frames: usize,
+    /// Milliseconds between two sweeps of the kernel's flow map.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            handshake_timeout_s: 30,
+            idle_timeout_s: 300,
+            closed_linger_s: 2,
+            block_linger_s: 10,
+            hello_timeout_ms: 5_000,
+            hello_max_bytes: 16 * 1024,
+            max_held_frames: 1024,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
+impl FlowsConfig {
+    pub fn flow_table(&self, fast_path: bool) -> dataplane::FlowConfig {
+        dataplane::FlowConfig {
+            fast_path,
+            capacity: self.capacity,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_s),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            decided_linger: dataplane::FlowConfig::default().decided_linger,
+            closed_linger: Duration::from_secs(self.closed_linger_s),
+            hello: classify::Config {
+                max_bytes: self.hello_max_bytes,
+                max_wait: Duration::from_millis(self.hello_timeout_ms),
+                ..classify::Config::default()
+            },
+            max_held_per_flow: dataplane::FlowConfig::default().max_held_per_flow,
+            max_held_total: self.max_held_frames,
+        }
+    }
+
+    pub fn sweeper(&self) -> dataplane::SweepConfig {
+        dataplane::SweepConfig {
+            interval: Duration::from_millis(self.sweep_interval_ms),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            closed_linger: Duration::from_secs(self.closed_linger_s),
+            block_linger: Duration::from_secs(self.block_linger_s),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,10 +174,46 @@ pub fn default_stats_socket() -> PathBuf {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads, checks and compiles the config at `path`, policy lists included: what is
+    /// returned is whole, or an error says which file, line and key is wrong.
+    pub fn load(path: &Path) -> Result<(Self, Policy)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+        let mut cfg = Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let policy = cfg
+            .compile_policy()
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Ok((cfg, policy))
+    }
+
+    /// Reads the `[policy]` lists and builds the policy.
+    pub fn compile_policy(&self) -> Result<Policy> {
+        let policy = Policy::compile(&self.policy, &self.base_dir, &|p| std::fs::read_to_string(p))
+            .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        Ok(policy)
+    }
+
+    /// Refuses a policy that asks for what this build cannot do yet.
+    pub fn check_runnable(policy: &Policy) -> Result<()> {
+        let mut wants = policy.rules_with_action(Action::Intercept);
+        if policy.default_action() == Action::Intercept {
+            wants.push("policy.default".into());
+        }
+        if policy.unclassified().action == Action::Intercept {
+            wants.push("policy.unclassified".into());
+        }
+        if !wants.is_empty() {
+            bail!(
+                "policy: {} asks to intercept, but interception is not built yet (it lands with the interception issue); use \"bypass\" or \"block\"",
+                wants.join(", ")
+            );
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -172,6 +289,33 @@ impl Config {
         if self.stats.socket.as_os_str().is_empty() {
             bail!("stats.socket: must be a path");
         }
+        let f = &self.flows;
+        if f.capacity == 0 {
+            bail!("flows.capacity: must be > 0");
+        }
+        for (name, v) in [
+            ("flows.handshake_timeout_s", f.handshake_timeout_s),
+            ("flows.idle_timeout_s", f.idle_timeout_s),
+            ("flows.hello_timeout_ms", f.hello_timeout_ms),
+            ("flows.sweep_interval_ms", f.sweep_interval_ms),
+        ] {
+            if v == 0 {
+                bail!("{name}: must be > 0");
+            }
+        }
+        if !(512..=65_536).contains(&f.hello_max_bytes) {
+            bail!(
+                "flows.hello_max_bytes: {} must be from 512 to 65536 (a post-quantum hello alone is ~1.8 KB)",
+                f.hello_max_bytes
+            );
+        }
+        let most_held = (b.frame_count / 4) as usize;
+        if f.max_held_frames == 0 || f.max_held_frames > most_held {
+            bail!(
+                "flows.max_held_frames: {} must be from 1 to a quarter of bridge.frame_count ({most_held}): held frames are receive buffers out of circulation",
+                f.max_held_frames
+            );
+        }
         Ok(())
     }
 }
@@ -198,7 +342,29 @@ mod tests {
 
     #[test]
     fn shipped_example_parses() {
-        Config::parse(EXAMPLE).unwrap();
+        let cfg = Config::parse(EXAMPLE).unwrap();
+        let policy = cfg.compile_policy().unwrap();
+        Config::check_runnable(&policy).unwrap();
+    }
+
+    #[test]
+    fn policy_errors_name_the_line_and_intercept_is_refused_for_now() {
+        let base = "[bridge]\nport_a = \"a\"\nport_b = \"b\"\n";
+        let e = err(&format!(
+            "{base}[[policy.rule]]\ndst = \"10.0.0.0/33\"\naction = \"block\"\n"
+        ));
+        assert!(e.contains("line 5") && e.contains("10.0.0.0/33"), "{e}");
+        let e = err(&format!("{base}[flows]\nhello_max_bytes = 10\n"));
+        assert!(e.contains("flows.hello_max_bytes"), "{e}");
+        let cfg = Config::parse(&format!(
+            "{base}[[policy.rule]]\nsni = \"x.example\"\naction = \"intercept\"\n"
+        ))
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            Config::check_runnable(&cfg.compile_policy().unwrap()).unwrap_err()
+        );
+        assert!(e.contains("rule 1") && e.contains("intercept"), "{e}");
     }
 
     #[test]

@@ -1,21 +1,46 @@
 //! `glasswire run`: the daemon's life cycle. Load and attach the XDP program, start one
-//! worker per queue, serve stats, and on SIGINT/SIGTERM stop the workers and detach.
+//! worker per queue and the kernel flow-map sweeper, serve stats, reload the policy on
+//! SIGHUP, and on SIGINT/SIGTERM stop the workers and detach.
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use dataplane::{spawn_worker, WorkerConfig, WorkerHandle};
+use classify::policy::Policy;
+use dataplane::{spawn_sweeper, spawn_worker, SharedPolicy, SweepStats, WorkerConfig, WorkerHandle};
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xdp::{AttachMode, BridgeProgram, LoadOptions, XdpCounter, XskOptions};
 
-pub fn run(cfg: Config) -> Result<()> {
+/// The policy in force and how it got there, for the stats socket.
+#[derive(Debug)]
+struct PolicyStatus {
+    shared: Arc<SharedPolicy>,
+    summary: Mutex<String>,
+    reloads: AtomicU64,
+    reload_errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
+    Config::check_runnable(&policy)?;
     let b = &cfg.bridge;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_signal = stop.clone();
     ctrlc::set_handler(move || stop_signal.store(true, Ordering::Relaxed))
         .context("installing the SIGINT/SIGTERM handler")?;
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+    tracing::info!(policy = %policy.summary(), "policy loaded");
+    let policy = Arc::new(PolicyStatus {
+        summary: Mutex::new(policy.summary()),
+        shared: Arc::new(SharedPolicy::new(policy)),
+        reloads: AtomicU64::new(0),
+        reload_errors: AtomicU64::new(0),
+        last_error: Mutex::new(None),
+    });
 
     for port in [&b.port_a, &b.port_b] {
         if let Some(n) = rx_queue_count(port) {
@@ -48,7 +73,8 @@ pub fn run(cfg: Config) -> Result<()> {
             ports: [b.port_a.clone(), b.port_b.clone()],
             queue,
             core: b.cores.get(i).copied(),
-            fast_path: b.fast_path && !b.userspace_forward,
+            flows: cfg.flows.flow_table(b.fast_path && !b.userspace_forward),
+            policy: policy.shared.clone(),
             batch_size: b.batch_size,
             xsk: XskOptions {
                 frame_count: b.frame_count,
@@ -69,6 +95,15 @@ pub fn run(cfg: Config) -> Result<()> {
         }
     }
 
+    let sweep_stats = Arc::new(SweepStats::default());
+    let sweeper = spawn_sweeper(
+        program.verdict_map()?,
+        cfg.flows.sweeper(),
+        sweep_stats.clone(),
+        stop.clone(),
+    )
+    .context("starting the flow-map sweeper")?;
+
     let started = Instant::now();
     let mode_name = if b.userspace_forward {
         "userspace-forward"
@@ -84,20 +119,36 @@ pub fn run(cfg: Config) -> Result<()> {
         .collect();
     let port_names = [b.port_a.clone(), b.port_b.clone()];
     let snap_program = program.clone();
+    let snap_policy = policy.clone();
+    let snap_sweep = sweep_stats.clone();
     let snapshot = move || {
-        snapshot(
+        let mut v = snapshot(
             &snap_program,
             &port_names,
             &worker_view,
             mode_name,
             started.elapsed(),
-        )
+        );
+        v["kernel_flows"] = snap_sweep.snapshot().into();
+        v["policy"] = json!({
+            "summary": *snap_policy.summary.lock().unwrap_or_else(|e| e.into_inner()),
+            "generation": snap_policy.shared.generation(),
+            "reloads": snap_policy.reloads.load(Ordering::Relaxed),
+            "reload_errors": snap_policy.reload_errors.load(Ordering::Relaxed),
+            "last_reload_error": *snap_policy.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+        });
+        v
     };
     let stats = telemetry::StatsServer::bind(&cfg.stats.socket, Arc::new(snapshot))?;
     tracing::info!(socket = %stats.path().display(), mode = mode_name, queues = ?b.queues, "bridge running");
 
-    let result = supervise(&workers, &stop);
+    let result = supervise(&workers, &stop, || {
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_policy(&config_path, &cfg, &policy);
+        }
+    });
     stop.store(true, Ordering::Relaxed);
+    let _ = sweeper.join();
     for w in workers {
         if let Err(e) = w.join() {
             tracing::error!(error = %format!("{e:#}"), "worker failed");
@@ -120,14 +171,49 @@ fn rx_queue_count(port: &str) -> Option<u32> {
     u32::try_from(n).ok().filter(|&n| n > 0)
 }
 
-fn supervise(workers: &[WorkerHandle], stop: &AtomicBool) -> Result<()> {
+fn supervise(workers: &[WorkerHandle], stop: &AtomicBool, mut tick: impl FnMut()) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         if let Some(w) = workers.iter().find(|w| w.is_finished()) {
             bail!("the worker for queue {} stopped unexpectedly", w.queue);
         }
+        tick();
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// SIGHUP: read the config file again and swap in its policy (lists included). A config
+/// that does not load leaves the running policy in force; either way it is logged and
+/// counted. Only `[policy]` is taken from the new file; other changes need a restart.
+fn reload_policy(path: &Path, running: &Config, status: &PolicyStatus) {
+    let loaded = Config::load(path).and_then(|(cfg, policy)| {
+        Config::check_runnable(&policy)?;
+        Ok((cfg, policy))
+    });
+    match loaded {
+        Ok((cfg, policy)) => {
+            let summary = policy.summary();
+            status.shared.replace(policy);
+            status.reloads.fetch_add(1, Ordering::Relaxed);
+            *status.summary.lock().unwrap_or_else(|e| e.into_inner()) = summary.clone();
+            *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::info!(policy = %summary, "policy reloaded");
+            let restart_needed = toml::to_string(&cfg.bridge).ok() != toml::to_string(&running.bridge).ok()
+                || toml::to_string(&cfg.flows).ok() != toml::to_string(&running.flows).ok()
+                || toml::to_string(&cfg.stats).ok() != toml::to_string(&running.stats).ok();
+            if restart_needed {
+                tracing::warn!(
+                    "the config's [bridge], [flows] or [stats] changed: those take effect at the next start"
+                );
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            status.reload_errors.fetch_add(1, Ordering::Relaxed);
+            *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            tracing::error!(error = %msg, "policy reload failed; the previous policy stays in force");
+        }
+    }
 }
 
 type WorkerView = (u32, Option<usize>, Arc<dataplane::WorkerStats>);

@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod policy_cmd;
 mod stats_cmd;
 mod testbed;
 
@@ -81,6 +82,41 @@ enum Cmd {
         #[command(subcommand)]
         action: ConfigCmd,
     },
+    /// Policy helpers (docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Check the config's `[policy]` and its lists; with flow options, print which rule
+    /// matches that flow and the verdict.
+    ///
+    /// Example: glasswire policy check -c glasswire.toml --sni www.bank.example --dst 192.0.2.7 --port 443
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Server name in the ClientHello (leave out for a hello without SNI).
+        #[arg(long)]
+        sni: Option<String>,
+        /// Client address.
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// Server address.
+        #[arg(long)]
+        dst: Option<std::net::IpAddr>,
+        /// Server port (default 443).
+        #[arg(long)]
+        port: Option<u16>,
+        /// ALPN protocol offered (repeat for several).
+        #[arg(long)]
+        alpn: Vec<String>,
+        /// Newest version offered: sslv2, ssl3, tls1.0, tls1.1, tls1.2, tls1.3 (default).
+        #[arg(long)]
+        tls_version: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,10 +175,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             userspace_forward,
             no_fast_path,
         } => {
-            let mut cfg = config::Config::load(&config)?;
+            let (mut cfg, policy) = config::Config::load(&config)?;
             cfg.bridge.userspace_forward |= userspace_forward;
             cfg.bridge.fast_path &= !no_fast_path;
-            daemon::run(cfg)
+            daemon::run(cfg, policy, config)
         }
         Cmd::Stats { describe: true, .. } => {
             print!("{}", stats_cmd::describe());
@@ -191,16 +227,41 @@ fn dispatch(cli: Cli) -> Result<()> {
             size_mb,
             userspace_forward,
         }),
+        Cmd::Policy {
+            action:
+                PolicyCmd::Check {
+                    config,
+                    sni,
+                    src,
+                    dst,
+                    port,
+                    alpn,
+                    tls_version,
+                },
+        } => {
+            let probe = policy_cmd::Probe {
+                sni,
+                src,
+                dst,
+                port,
+                alpn,
+                tls_version,
+            };
+            print!("{}", policy_cmd::check(&config, &probe)?);
+            Ok(())
+        }
         Cmd::Config { action } => match action {
             ConfigCmd::Example => {
                 print!("{}", config::EXAMPLE);
                 Ok(())
             }
             ConfigCmd::Check { config } => {
-                let cfg = config::Config::load(&config)?;
+                let (cfg, policy) = config::Config::load(&config)?;
+                config::Config::check_runnable(&policy)?;
                 println!(
-                    "{} is valid:\n\n{}",
+                    "{} is valid (policy: {}):\n\n{}",
                     config.display(),
+                    policy.summary(),
                     toml::to_string_pretty(&cfg)?
                 );
                 Ok(())

@@ -93,5 +93,16 @@ pub fn describe() -> String {
     for (name, doc) in dataplane::WorkerCounters::FIELDS {
         let _ = writeln!(out, "  {name:<22} {}", doc.trim());
     }
+    let _ = writeln!(out, "workers[].flows.* (per worker's flow table):");
+    for (name, doc) in dataplane::FlowCounters::FIELDS {
+        let _ = writeln!(out, "  {name:<22} {}", doc.trim());
+    }
+    let _ = writeln!(
+        out,
+        "kernel_flows.* (the kernel's flow map, walked by the sweeper):"
+    );
+    for (name, doc) in dataplane::SweepStats::FIELDS {
+        let _ = writeln!(out, "  {name:<22} {}", doc.trim());
+    }
     out
 }

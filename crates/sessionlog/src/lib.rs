@@ -1,1 +1,2 @@
 //! Session records and their sinks (issue 8). Under construction.
+pub fn x() {}

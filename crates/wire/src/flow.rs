@@ -88,6 +88,18 @@ impl FlowKey {
         out
     }
 
+    /// The inverse of [`FlowKey::as_bytes`], for keys read back from the kernel map.
+    pub fn from_map_bytes(bytes: &[u8; 40]) -> Self {
+        let mut key = FlowKey::default();
+        key.addr_lo.copy_from_slice(&bytes[..16]);
+        key.addr_hi.copy_from_slice(&bytes[16..32]);
+        key.port_lo = u16::from_ne_bytes([bytes[32], bytes[33]]);
+        key.port_hi = u16::from_ne_bytes([bytes[34], bytes[35]]);
+        key.family = bytes[36];
+        key.proto = bytes[37];
+        key
+    }
+
     pub fn lo(&self) -> (IpAddr, u16) {
         (self.addr(&self.addr_lo), self.port_lo)
     }
@@ -183,5 +195,6 @@ mod tests {
         // Safety: FlowKey is repr(C), 40 bytes, no padding (asserted above), all fields u8/u16.
         let raw: [u8; 40] = unsafe { std::mem::transmute(k) };
         assert_eq!(raw, b);
+        assert_eq!(FlowKey::from_map_bytes(&b), k);
     }
 }

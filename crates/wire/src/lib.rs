@@ -8,8 +8,10 @@
 // Wire data must never panic the data path; tests may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
 
+mod build;
 mod flow;
 mod frame;
 
+pub use build::{tcp_reset, BuildError, BuiltFrame, Toward};
 pub use flow::{Direction, FlowKey};
 pub use frame::{parse_frame, Frame, ParseError, TcpSummary, L3};

@@ -13,7 +13,7 @@ mod maps;
 mod program;
 mod socket;
 
-pub use maps::{FlowState, Verdict, VerdictMap, XdpCounter};
+pub use maps::{monotonic_ns, FlowState, Verdict, VerdictMap, XdpCounter};
 pub use program::{AttachMode, BridgeProgram, LoadOptions, PASS_PROGRAM};
 pub use socket::{QueueSockets, XskOptions, XskPort};
 pub use xsk_rs::{FrameDesc, TxQueue, Umem};

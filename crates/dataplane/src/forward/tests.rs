@@ -1,0 +1,371 @@
+use super::*;
+use classify::policy::PolicySpec;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+const CURL_HELLO: &[u8] = include_bytes!("../../../classify/testdata/curl.bin"); // SNI test.example
+const PY_HELLO: &[u8] = include_bytes!("../../../classify/testdata/python_ssl.bin"); // SNI py.example
+const CLIENT_ISN: u32 = 1000;
+const SERVER_ISN: u32 = 7000;
+
+fn policy(toml_text: &str) -> Arc<Policy> {
+    let spec: PolicySpec = toml::from_str(toml_text).unwrap();
+    Arc::new(Policy::compile(&spec, std::path::Path::new("."), &|_| unreachable!()).unwrap())
+}
+
+fn block_py() -> Arc<Policy> {
+    policy("[[rule]]\nsni = \"py.example\"\naction = \"block\"\n")
+}
+
+/// A segment of the flow 10.0.0.1:40000 (client, behind A) <-> 10.0.0.2:443.
+fn seg(from_client: bool, seq: u32, ack: Option<u32>, flags: &str, payload: &[u8]) -> Vec<u8> {
+    let (cm, sm) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let b = if from_client {
+        PacketBuilder::ethernet2(cm, sm)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 443, seq, 64000)
+    } else {
+        PacketBuilder::ethernet2(sm, cm)
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+            .tcp(443, 40000, seq, 64000)
+    };
+    let mut b = b;
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+struct Rig {
+    fwd: Forwarder<u32>,
+    stats: Arc<WorkerStats>,
+    now: Instant,
+    next_handle: u32,
+}
+
+impl Rig {
+    fn new(cfg: FlowConfig, policy: Arc<Policy>) -> Self {
+        let stats = Arc::new(WorkerStats::default());
+        Self {
+            fwd: Forwarder::new(cfg, policy, stats.clone()),
+            stats,
+            now: Instant::now(),
+            next_handle: 0,
+        }
+    }
+
+    /// Feeds a frame; returns (its handle, the action, the outputs it produced).
+    fn feed(&mut self, from: Port, frame: &[u8]) -> (u32, Action, Vec<Output<u32>>) {
+        self.next_handle += 1;
+        let h = self.next_handle;
+        let action = self.fwd.on_frame(from, frame, h, self.now);
+        (h, action, self.fwd.outputs().collect())
+    }
+
+    /// SYN, SYN/ACK, ACK: all forwarded, nothing else.
+    fn handshake(&mut self) {
+        for (from, f) in [
+            (Port::A, seg(true, CLIENT_ISN, None, "S", b"")),
+            (Port::B, seg(false, SERVER_ISN, Some(CLIENT_ISN + 1), "S", b"")),
+            (Port::A, seg(true, CLIENT_ISN + 1, Some(SERVER_ISN + 1), "", b"")),
+        ] {
+            let (_, action, outs) = self.feed(from, &f);
+            assert_eq!(action, Action::Forward);
+            assert!(outs.is_empty());
+        }
+    }
+
+    fn client_data(&mut self, offset: u32, payload: &[u8]) -> (u32, Action, Vec<Output<u32>>) {
+        let f = seg(true, CLIENT_ISN + 1 + offset, Some(SERVER_ISN + 1), "", payload);
+        self.feed(Port::A, &f)
+    }
+}
+
+fn transmitted(outs: &[Output<u32>]) -> Vec<u32> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Transmit { to, frame } => {
+                assert_eq!(*to, Port::B, "held client frames go to the server side");
+                Some(*frame)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn verdicts(outs: &[Output<u32>]) -> Vec<Verdict> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Verdict { verdict, key } => {
+                assert_eq!((key.port_lo, key.port_hi), (40000, 443));
+                Some(*verdict)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_bypassed_hello_split_over_two_segments_is_held_then_released_in_order() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (h1, a1, o1) = rig.client_data(0, &CURL_HELLO[..300]);
+    assert_eq!(a1, Action::Hold);
+    assert!(o1.is_empty(), "nothing released before the hello is whole");
+    assert_eq!(rig.stats.flows.frames_held.get(), 1);
+    let (h2, a2, o2) = rig.client_data(300, &CURL_HELLO[300..]);
+    assert_eq!(a2, Action::Hold);
+    assert_eq!(transmitted(&o2), vec![h1, h2]);
+    assert_eq!(verdicts(&o2), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.tls_hellos.get(), 1);
+    assert_eq!(rig.stats.flows.decided_bypass.get(), 1);
+    assert_eq!(rig.stats.flows.frames_held.get(), 0);
+    // Frames still on their way to userspace after the verdict pass straight through.
+    let (_, a3, o3) = rig.feed(
+        Port::B,
+        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"srv"),
+    );
+    assert_eq!(a3, Action::Forward);
+    assert!(o3.is_empty());
+}
+
+#[test]
+fn a_blocked_sni_frees_the_hello_resets_both_ends_and_drops_the_rest() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (h, action, outs) = rig.client_data(0, PY_HELLO);
+    assert_eq!(action, Action::Hold);
+    assert!(
+        outs.contains(&Output::Free(h)),
+        "the hello never reaches the server"
+    );
+    assert!(transmitted(&outs).is_empty());
+    assert_eq!(verdicts(&outs), vec![Verdict::Block]);
+    let resets: Vec<(Port, Vec<u8>)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Emit { to, frame } => Some((*to, frame.as_bytes().to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resets.len(), 2);
+    for (to, bytes) in &resets {
+        let p = SlicedPacket::from_ethernet(bytes).unwrap();
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (p.net, p.transport) else {
+            panic!("not TCP/IPv4")
+        };
+        assert!(tcp.rst());
+        match to {
+            Port::A => {
+                // From the server's address, at the server's next sequence number.
+                assert_eq!(ip.header().source(), [10, 0, 0, 2]);
+                assert_eq!(tcp.sequence_number(), SERVER_ISN + 1);
+                assert_eq!(
+                    tcp.acknowledgment_number(),
+                    CLIENT_ISN + 1 + PY_HELLO.len() as u32
+                );
+            }
+            Port::B => {
+                // From the client's address, at the first byte the server never got.
+                assert_eq!(ip.header().source(), [10, 0, 0, 1]);
+                assert_eq!(tcp.sequence_number(), CLIENT_ISN + 1);
+            }
+        }
+    }
+    assert_eq!(rig.stats.flows.decided_block.get(), 1);
+    assert_eq!(rig.stats.flows.resets_sent.get(), 2);
+    let (_, later, _) = rig.client_data(0, PY_HELLO);
+    assert_eq!(later, Action::Drop);
+    assert_eq!(rig.stats.flows.dropped_blocked.get(), 1);
+}
+
+#[test]
+fn plain_http_is_passed_and_bypassed_at_its_first_payload() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (h, action, outs) = rig.client_data(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(action, Action::Hold);
+    assert_eq!(transmitted(&outs), vec![h]);
+    assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.not_tls.get(), 1);
+}
+
+#[test]
+fn a_server_that_speaks_first_is_not_tls() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (_, action, outs) = rig.feed(
+        Port::B,
+        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"220 smtp\r\n"),
+    );
+    assert_eq!(action, Action::Forward);
+    assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.not_tls.get(), 1);
+}
+
+#[test]
+fn a_flow_seen_mid_stream_is_classified_from_its_first_payload() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    let (_, action, outs) = rig.client_data(0, PY_HELLO);
+    assert_eq!(action, Action::Hold);
+    assert_eq!(verdicts(&outs), vec![Verdict::Block]);
+    assert_eq!(rig.stats.flows.midstream.get(), 1);
+    assert_eq!(rig.stats.flows.started.get(), 0);
+}
+
+#[test]
+fn without_the_fast_path_no_bypass_verdict_is_written_but_blocks_still_apply() {
+    let cfg = FlowConfig {
+        fast_path: false,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    rig.handshake();
+    let (h, _, outs) = rig.client_data(0, CURL_HELLO);
+    assert_eq!(transmitted(&outs), vec![h]);
+    assert!(verdicts(&outs).is_empty());
+    let (_, later, _) = rig.client_data(CURL_HELLO.len() as u32, b"more");
+    assert_eq!(later, Action::Forward);
+}
+
+#[test]
+fn a_reset_while_holding_frees_the_held_frames_and_forgets_the_flow() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (h, _, _) = rig.client_data(0, &CURL_HELLO[..100]);
+    let (_, action, outs) = rig.feed(Port::B, &seg(false, SERVER_ISN + 1, None, "R", b""));
+    assert_eq!(action, Action::Forward);
+    assert_eq!(outs, vec![Output::Free(h)]);
+    assert_eq!(rig.fwd.flow_count(), 0);
+    assert_eq!(rig.stats.flows.frames_held.get(), 0);
+}
+
+#[test]
+fn an_unfinished_hello_times_out_and_takes_the_unclassified_action() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let first = seg(true, CLIENT_ISN + 1, Some(SERVER_ISN + 1), "", &CURL_HELLO[..100]);
+    let (h, _, _) = rig.feed(Port::A, &first);
+    rig.fwd.poll(rig.now + Duration::from_secs(1), |_| &first[..]);
+    assert!(rig.fwd.outputs().next().is_none(), "still within the time budget");
+    rig.fwd.poll(rig.now + Duration::from_secs(6), |_| &first[..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert_eq!(transmitted(&outs), vec![h], "fail open: released unchanged");
+    assert_eq!(rig.stats.flows.unclassified.get(), 1);
+
+    // With `unclassified = "block"` the same flow is reset instead, built from a held frame.
+    let mut rig = Rig::new(FlowConfig::default(), policy("unclassified = \"block\"\n"));
+    rig.handshake();
+    let (h, _, _) = rig.feed(Port::A, &first);
+    rig.fwd.poll(rig.now + Duration::from_secs(6), |_| &first[..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert!(outs.contains(&Output::Free(h)));
+    assert_eq!(verdicts(&outs), vec![Verdict::Block]);
+    assert_eq!(rig.stats.flows.resets_sent.get(), 2);
+}
+
+#[test]
+fn too_many_held_frames_give_up_and_release() {
+    let cfg = FlowConfig {
+        max_held_per_flow: 4,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    rig.handshake();
+    let mut handles = Vec::new();
+    // A hello trickled one byte at a time never completes within 4 frames.
+    for i in 0..5u32 {
+        let (h, _, outs) = rig.client_data(i, &CURL_HELLO[i as usize..i as usize + 1]);
+        handles.push(h);
+        if i < 4 {
+            assert!(outs.is_empty());
+        } else {
+            assert_eq!(transmitted(&outs), handles);
+        }
+    }
+    assert_eq!(rig.stats.flows.held_limit.get(), 1);
+    assert_eq!(rig.stats.flows.unclassified.get(), 1);
+}
+
+#[test]
+fn a_syn_flood_of_a_million_flows_stays_within_the_table_and_is_counted() {
+    let cfg = FlowConfig {
+        capacity: 4096,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    let table_capacity = rig.fwd.flows.capacity();
+    let mut frame = seg(true, 1, None, "S", b"");
+    for i in 0..1_000_000u32 {
+        // Vary the source port and the low address bytes; the checksum is not checked here.
+        frame[26 + 2] = (i >> 16) as u8;
+        frame[26 + 3] = (i >> 8) as u8;
+        frame[34..36].copy_from_slice(&(i as u16).to_be_bytes());
+        assert_eq!(rig.fwd.on_frame(Port::A, &frame, i, rig.now), Action::Forward);
+    }
+    assert_eq!(rig.fwd.flow_count(), 4096);
+    assert_eq!(rig.fwd.flows.capacity(), table_capacity, "the table never grew");
+    assert_eq!(rig.stats.flows.started.get(), 4096);
+    assert_eq!(rig.stats.flows.flow_table_full.get(), 1_000_000 - 4096);
+    // Half-open flows leave after the handshake timeout, making room again.
+    rig.fwd.poll(rig.now + Duration::from_secs(31), |_| &[][..]);
+    assert_eq!(rig.fwd.flow_count(), 0);
+    assert_eq!(rig.stats.flows.evicted_idle.get(), 4096);
+}
+
+#[test]
+fn closed_flows_leave_the_table_after_the_linger() {
+    let cfg = FlowConfig {
+        fast_path: false,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    rig.handshake();
+    rig.client_data(0, b"GET /");
+    let fin_c = seg(true, CLIENT_ISN + 6, Some(SERVER_ISN + 1), "F", b"");
+    let fin_s = seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 7), "F", b"");
+    assert_eq!(rig.feed(Port::A, &fin_c).1, Action::Forward);
+    assert_eq!(rig.feed(Port::B, &fin_s).1, Action::Forward);
+    rig.fwd.poll(rig.now + Duration::from_secs(1), |_| &[][..]);
+    assert_eq!(rig.fwd.flow_count(), 1);
+    rig.fwd.poll(rig.now + Duration::from_secs(3), |_| &[][..]);
+    assert_eq!(rig.fwd.flow_count(), 0);
+    assert_eq!(rig.stats.flows.evicted_closed.get(), 1);
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted_by_reason() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    assert_eq!(rig.feed(Port::B, &[0u8; 8]).1, Action::Drop);
+    let mut bad = seg(true, 1, None, "", b"x");
+    bad[14] = 0x42; // IHL 2
+    assert_eq!(rig.feed(Port::B, &bad).1, Action::Drop);
+    let stats = &rig.stats;
+    assert_eq!(stats.ports[1].drop_malformed.get(), 2);
+    assert_eq!(stats.parse_drops[1][wire::ParseError::Runt.index()].get(), 1);
+    assert_eq!(
+        stats.parse_drops[1][wire::ParseError::BadIpHeader.index()].get(),
+        1
+    );
+    let snap = stats.snapshot(&["a".into(), "b".into()]);
+    assert_eq!(snap["ports"]["b"]["parse_drops"]["runt"], 1);
+}
+
+#[test]
+fn non_ip_is_forwarded() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    assert_eq!(rig.feed(Port::A, &arp).1, Action::Forward);
+}

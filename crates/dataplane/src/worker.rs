@@ -159,7 +159,6 @@ fn run(
     let mut rx_descs = vec![FrameDesc::default(); batch];
     // Frames for each port's TX ring, in order; sent at the end of each direction's batch.
     let mut tx_descs: [Vec<FrameDesc>; 2] = [Vec::with_capacity(batch * 2), Vec::with_capacity(batch * 2)];
-    let mut verdict_writes: Vec<(FlowKey, Verdict)> = Vec::with_capacity(64);
     let mut comp_descs = vec![FrameDesc::default(); cfg.xsk.ring_size as usize];
     // Frames handed to each port's TX ring and not yet seen on its completion ring.
     let mut in_flight = [0usize; 2];
@@ -196,13 +195,7 @@ fn run(
                     Action::Hold => {}
                 }
                 if forwarder.has_outputs() {
-                    carry_out(
-                        &mut forwarder,
-                        &mut socks,
-                        &mut tx_descs,
-                        &mut verdict_writes,
-                        &stats,
-                    );
+                    carry_out(&mut forwarder, &mut socks, &mut tx_descs, &verdicts, &stats);
                 }
             }
             transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
@@ -212,28 +205,11 @@ fn run(
             unsafe { socks.umem.data(desc) }.contents()
         });
         if forwarder.has_outputs() {
-            carry_out(
-                &mut forwarder,
-                &mut socks,
-                &mut tx_descs,
-                &mut verdict_writes,
-                &stats,
-            );
+            carry_out(&mut forwarder, &mut socks, &mut tx_descs, &verdicts, &stats);
         }
         for to in [Port::A, Port::B] {
             if !to.of(&tx_descs).is_empty() {
                 transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
-            }
-        }
-
-        for (key, verdict) in verdict_writes.drain(..) {
-            match verdicts.set(&key, verdict) {
-                Ok(()) if verdict == Verdict::Block => stats.worker.block_verdicts.incr(),
-                Ok(()) => stats.worker.bypass_verdicts.incr(),
-                Err(e) => {
-                    stats.worker.verdict_write_errors.incr();
-                    tracing::warn!(flow = %key, error = %e, "writing a flow verdict failed");
-                }
             }
         }
 
@@ -300,12 +276,13 @@ const COPY_MODE_TX_PER_KICK: usize = 32;
 
 /// Does what the forwarder asked for: held frames go to their TX list (after what is
 /// already there, so order is kept), freed frames back to the free list, built frames
-/// into a free buffer, verdicts to the list written after the pass.
+/// into a free buffer. Verdicts are written at once: before the released frames are
+/// transmitted, so the server's answer to them already finds the flow in the fast path.
 fn carry_out(
     forwarder: &mut Forwarder<FrameDesc>,
     socks: &mut QueueSockets,
     tx_descs: &mut [Vec<FrameDesc>; 2],
-    verdict_writes: &mut Vec<(FlowKey, Verdict)>,
+    verdicts: &VerdictMap,
     stats: &WorkerStats,
 ) {
     for out in forwarder.outputs() {
@@ -328,7 +305,18 @@ fn carry_out(
                     to.of(&stats.ports).drop_no_buffer.incr();
                 }
             }
-            Output::Verdict { key, verdict } => verdict_writes.push((key, verdict)),
+            Output::Verdict { key, verdict } => write_verdict(verdicts, key, verdict, stats),
+        }
+    }
+}
+
+fn write_verdict(verdicts: &VerdictMap, key: FlowKey, verdict: Verdict, stats: &WorkerStats) {
+    match verdicts.set(&key, verdict) {
+        Ok(()) if verdict == Verdict::Block => stats.worker.block_verdicts.incr(),
+        Ok(()) => stats.worker.bypass_verdicts.incr(),
+        Err(e) => {
+            stats.worker.verdict_write_errors.incr();
+            tracing::warn!(flow = %key, error = %e, "writing a flow verdict failed");
         }
     }
 }

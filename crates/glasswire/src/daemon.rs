@@ -27,9 +27,11 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     Config::check_runnable(&policy)?;
     let b = &cfg.bridge;
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_signal = stop.clone();
-    ctrlc::set_handler(move || stop_signal.store(true, Ordering::Relaxed))
-        .context("installing the SIGINT/SIGTERM handler")?;
+    // signal-hook rather than ctrlc here: ctrlc's `termination` feature also takes
+    // SIGHUP as a stop, and SIGHUP means "reload the policy" to this daemon.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the SIGINT/SIGTERM handler")?;
+    }
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing the SIGHUP handler")?;

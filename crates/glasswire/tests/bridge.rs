@@ -7,22 +7,9 @@ mod common;
 
 use common::*;
 use etherparse::PacketBuilder;
-use std::collections::HashMap;
 use std::time::Duration;
 
 const SEND_FRAMES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/send_frames.py");
-
-fn mac(s: &str) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for (o, p) in out.iter_mut().zip(s.split(':')) {
-        *o = u8::from_str_radix(p, 16).expect("hex MAC");
-    }
-    out
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn ping_both_families(tb: &Testbed) {
     for target in [tb.s("server_ip"), tb.s("server_ip6")] {
@@ -151,47 +138,6 @@ fn http_50mb_userspace_forward_hashes_match() {
     download_50mb(&["--userspace-forward"], "e2euser");
 }
 
-/// Starts tcpdump in `ns` on `dev` writing `path`; returns once it is capturing.
-fn capture(tb: &Testbed, ns: &str, dev: &str, path: &std::path::Path) -> std::process::Child {
-    let mut child = tb.spawn_in(
-        ns,
-        &[
-            "tcpdump",
-            "-U",
-            "-n",
-            "-i",
-            dev,
-            "-w",
-            path.to_str().expect("path"),
-            "arp or ip or vlan",
-        ],
-    );
-    // tcpdump says "listening on" once the capture is open.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("tcpdump did not start");
-    child
-}
-
-fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("pcap");
-    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
-    let mut out = Vec::new();
-    while let Some(pkt) = reader.next_packet() {
-        out.push(pkt.expect("pcap packet").data.into_owned());
-    }
-    out
-}
-
 fn frames_identical(extra: &[&str], prefix: &str) {
     if !can_run(&["tcpdump", "curl", "python3", "ping", "ss"]) {
         return;
@@ -252,37 +198,11 @@ fn frames_identical(extra: &[&str], prefix: &str) {
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
 
     std::thread::sleep(Duration::from_millis(800));
-    for cap in [&mut ccap, &mut scap] {
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &cap.id().to_string()])
-            .status();
-        let _ = cap.wait();
-    }
+    stop_capture(&mut ccap);
+    stop_capture(&mut scap);
     let client = read_pcap(&cpath);
     let server = read_pcap(&spath);
-
-    let count = |frames: &[Vec<u8>]| {
-        let mut m: HashMap<Vec<u8>, usize> = HashMap::new();
-        for f in frames {
-            *m.entry(f.clone()).or_default() += 1;
-        }
-        m
-    };
-    let (cm_set, sm_set) = (count(&client), count(&server));
-    let only_client: Vec<_> = cm_set
-        .iter()
-        .filter(|(f, n)| sm_set.get(*f) != Some(n))
-        .map(|(f, _)| hex(&f[..f.len().min(54)]))
-        .collect();
-    let only_server: Vec<_> = sm_set
-        .iter()
-        .filter(|(f, n)| cm_set.get(*f) != Some(n))
-        .map(|(f, _)| hex(&f[..f.len().min(54)]))
-        .collect();
-    assert!(
-        only_client.is_empty() && only_server.is_empty(),
-        "frames differ across the bridge ({extra:?}):\n client only: {only_client:?}\n server only: {only_server:?}"
-    );
+    assert_same_frames(&client, &server, &format!("{extra:?}"));
 
     // Every kind of frame the test meant to send is really in the capture.
     let kind = |f: &Vec<u8>| -> &'static str {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -117,6 +118,20 @@ impl Testbed {
             .map(|v| v.as_str().expect("argv string").to_string())
             .chain(extra.iter().map(|s| s.to_string()))
             .collect();
+        self.spawn_bridge(argv)
+    }
+
+    /// `glasswire run` in the bridge namespace with exactly these arguments.
+    pub fn start_bridge_argv(&self, args: &[&str]) -> Bridge {
+        let argv: Vec<String> = ["ip", "netns", "exec", &self.s("bridge_ns"), BIN, "run"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect();
+        self.spawn_bridge(argv)
+    }
+
+    fn spawn_bridge(&self, argv: Vec<String>) -> Bridge {
         let log = std::env::temp_dir().join(format!("gw-e2e-{}-bridge.log", self.prefix));
         let file = std::fs::File::create(&log).expect("bridge log");
         let child = Command::new(&argv[0])
@@ -309,5 +324,112 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+pub fn mac(s: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (o, p) in out.iter_mut().zip(s.split(':')) {
+        *o = u8::from_str_radix(p, 16).expect("hex MAC");
+    }
+    out
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Starts tcpdump in `ns` on `dev` writing `path`; returns once it is capturing.
+pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path) -> Child {
+    let mut child = tb.spawn_in(
+        ns,
+        &[
+            "tcpdump",
+            // Without it, frames wait in the kernel's ring buffer block until it fills or
+            // times out, and a capture stopped soon after a short exchange loses them.
+            "--immediate-mode",
+            // A buffer (KiB) large enough that a bulk transfer is not dropped while
+            // tcpdump waits for a core.
+            "-B",
+            "65536",
+            "-U",
+            "-n",
+            "-i",
+            dev,
+            "-w",
+            path.to_str().expect("path"),
+            "arp or ip or ip6 or vlan",
+        ],
+    );
+    // tcpdump says "listening on" once the capture is open.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("tcpdump did not start");
+    child
+}
+
+/// SIGINT, so tcpdump flushes its file, then waits for it.
+pub fn stop_capture(cap: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status();
+    let _ = cap.wait();
+}
+
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(path).expect("pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    let mut out = Vec::new();
+    while let Some(pkt) = reader.next_packet() {
+        out.push(pkt.expect("pcap packet").data.into_owned());
+    }
+    out
+}
+
+/// The two captures hold the same frames, byte for byte, as many times each.
+pub fn assert_same_frames(client: &[Vec<u8>], server: &[Vec<u8>], what: &str) {
+    let count = |frames: &[Vec<u8>]| {
+        let mut m: HashMap<Vec<u8>, usize> = HashMap::new();
+        for f in frames {
+            *m.entry(f.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (cm_set, sm_set) = (count(client), count(server));
+    let only_client: Vec<_> = cm_set
+        .iter()
+        .filter(|(f, n)| sm_set.get(*f) != Some(n))
+        .map(|(f, _)| hex(&f[..f.len().min(54)]))
+        .collect();
+    let only_server: Vec<_> = sm_set
+        .iter()
+        .filter(|(f, n)| cm_set.get(*f) != Some(n))
+        .map(|(f, _)| hex(&f[..f.len().min(54)]))
+        .collect();
+    assert!(
+        only_client.is_empty() && only_server.is_empty(),
+        "frames differ across the bridge ({what}):\n client only: {only_client:?}\n server only: {only_server:?}"
+    );
+}
+
+impl Testbed {
+    /// Starts the bridge on the testbed's config with `append` added to it (extra
+    /// sections such as `[policy]`), written to `dir/glasswire.toml`.
+    pub fn start_bridge_with(&self, dir: &Path, append: &str, extra: &[&str]) -> Bridge {
+        let base = std::fs::read_to_string(self.s("config")).expect("testbed config");
+        let path = dir.join("glasswire.toml");
+        std::fs::write(&path, format!("{base}\n{append}")).expect("write config");
+        let mut args = vec!["--config", path.to_str().expect("path")];
+        args.extend_from_slice(extra);
+        self.start_bridge_argv(&args)
     }
 }

@@ -60,7 +60,7 @@ impl Nginx {
         std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
         let conf_path = format!("{d}/nginx.conf");
-        let child = tb.spawn_in(
+        let mut child = tb.spawn_in(
             &tb.s("server_ns"),
             &[
                 "nginx",
@@ -80,6 +80,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not start: {}",
             std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use etherparse::PacketBuilder;
+use std::collections::HashMap;
 use std::time::Duration;
 
 const SEND_FRAMES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/send_frames.py");

@@ -66,6 +66,34 @@ pub fn render(stats: &Value) -> String {
         n(t, &["dropped_blocked"]),
         n(t, &["dropped_xsk_rx"])
     );
+    let flow = |name: &str| -> u64 {
+        stats["workers"]
+            .as_array()
+            .map(|ws| ws.iter().map(|w| n(w, &["flows", name])).sum())
+            .unwrap_or(0)
+    };
+    let _ = writeln!(
+        out,
+        "  flows: {} tracked now; {} TLS hellos read, {} not TLS, {} unclassified; decided {} bypass, {} block; {} untracked (table full)",
+        flow("tracked"),
+        flow("tls_hellos"),
+        flow("not_tls"),
+        flow("unclassified"),
+        flow("decided_bypass"),
+        flow("decided_block"),
+        flow("flow_table_full"),
+    );
+    let _ = writeln!(
+        out,
+        "  kernel flow map: {} entries ({} bypassed, {} blocked); policy: {}",
+        n(stats, &["kernel_flows", "kernel_flows"]),
+        n(stats, &["kernel_flows", "kernel_bypassed"]),
+        n(stats, &["kernel_flows", "kernel_blocked"]),
+        stats["policy"]["summary"].as_str().unwrap_or("?"),
+    );
+    if let Some(e) = stats["policy"]["last_reload_error"].as_str() {
+        let _ = writeln!(out, "  last policy reload FAILED (old policy in force): {e}");
+    }
     out
 }
 

@@ -155,8 +155,20 @@ fn frames_identical(extra: &[&str], prefix: &str) {
 
     let cpath = dir.0.join("client.pcap");
     let spath = dir.0.join("server.pcap");
-    let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath);
-    let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath);
+    let mut ccap = capture(
+        &tb,
+        &tb.s("client_ns"),
+        &tb.s("client_if"),
+        &cpath,
+        "arp or ip or vlan",
+    );
+    let mut scap = capture(
+        &tb,
+        &tb.s("server_ns"),
+        &tb.s("server_if"),
+        &spath,
+        "arp or ip or vlan",
+    );
 
     // ARP (caches were flushed) and ICMP.
     assert!(tb

@@ -159,8 +159,8 @@ fn bypassed_tls_on_any_port_is_byte_identical_and_stays_in_the_kernel() {
 
     let cpath = dir.0.join("client.pcap");
     let spath = dir.0.join("server.pcap");
-    let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath);
-    let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath);
+    let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath, "tcp");
+    let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath, "tcp");
     let mut sessions = 0;
     for (addr, port) in TLS_PORTS
         .iter()
@@ -243,8 +243,8 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
     for (i, addr) in [tb.s("server_ip"), tb.s("server_ip6")].iter().enumerate() {
         let cpath = dir.0.join(format!("client-{i}.pcap"));
         let spath = dir.0.join(format!("server-{i}.pcap"));
-        let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath);
-        let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath);
+        let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath, "tcp");
+        let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath, "tcp");
         let started = Instant::now();
         let out = curl_tls(
             &tb,

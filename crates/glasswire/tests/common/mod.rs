@@ -339,8 +339,9 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Starts tcpdump in `ns` on `dev` writing `path`; returns once it is capturing.
-pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path) -> Child {
+/// Starts tcpdump in `ns` on `dev` writing the frames that match `filter` to `path`;
+/// returns once it is capturing.
+pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path, filter: &str) -> Child {
     let mut child = tb.spawn_in(
         ns,
         &[
@@ -358,7 +359,7 @@ pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path) -> Child {
             dev,
             "-w",
             path.to_str().expect("path"),
-            "arp or ip or ip6 or vlan",
+            filter,
         ],
     );
     // tcpdump says "listening on" once the capture is open.

@@ -155,7 +155,8 @@ fn bypassed_tls_on_any_port_is_byte_identical_and_stays_in_the_kernel() {
     std::fs::create_dir_all(dir.0.join("www")).expect("www");
     let want = random_file(&dir.0.join("www/file.bin"), 2);
     let _nginx = Nginx::start(&tb, &dir.0);
-    let bridge = tb.start_bridge_with(&dir.0, BLOCK_POLICY, &[]);
+    let flows = "[flows]\nclosed_linger_s = 1\nsweep_interval_ms = 200\n";
+    let bridge = tb.start_bridge_with(&dir.0, &format!("{flows}\n{BLOCK_POLICY}"), &[]);
 
     let cpath = dir.0.join("client.pcap");
     let spath = dir.0.join("server.pcap");
@@ -210,6 +211,17 @@ fn bypassed_tls_on_any_port_is_byte_identical_and_stays_in_the_kernel() {
         "fast path {fast}, userspace {user}, frames on the wire {}",
         client.len()
     );
+    // Every session closed with FIN both ways in the kernel: the sweeper removes their
+    // verdicts after the linger, and the workers have forgotten them too.
+    let st = wait_for(&bridge, "closed flows to leave the kernel map", |st| {
+        u(st, &["kernel_flows", "evicted_closed"]) >= sessions
+            && u(st, &["kernel_flows", "kernel_flows"]) == 0
+    });
+    assert_eq!(u(&st, &["kernel_flows", "evicted_idle"]), 0, "{st}");
+    let st = wait_for(&bridge, "the flow tables to empty", |st| {
+        sum_workers(st, &["flows", "tracked"]) == 0
+    });
+    assert_eq!(sum_workers(&st, &["flows", "frames_held"]), 0);
 }
 
 /// The TCP frames in `frames` between the client and port 443 of the server, as

@@ -20,11 +20,11 @@
 
 use crate::hash::KeyedFoldHash;
 use crate::port::Port;
+use crate::session::{endpoints, Counts, KernelSession, SessionEvent, SessionEventKind, SessionInfo};
 use crate::stats::WorkerStats;
 use classify::policy::{Action as PolicyAction, Decision, FlowFacts, Policy, RuleRef};
 use classify::{ClientHelloAssembler, ClientHelloInfo, NotTls, Progress};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wire::{parse_frame, tcp_reset, BuiltFrame, Direction, FlowKey, TcpSummary, Toward, L3};
@@ -42,7 +42,7 @@ pub enum Action {
 
 /// Work for the I/O shell, produced by [`Forwarder::on_frame`] and [`Forwarder::poll`].
 /// `H` is the shell's handle on a frame buffer (a UMEM descriptor).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Output<H> {
     /// Transmit a held frame, unchanged, on `to` (in the order given).
     Transmit { to: Port, frame: H },
@@ -52,6 +52,10 @@ pub enum Output<H> {
     Emit { to: Port, frame: BuiltFrame },
     /// Write this verdict for the flow to the kernel's flow map.
     Verdict { key: FlowKey, verdict: Verdict },
+    /// Something happened in a session's life (for the session log).
+    Session(SessionEvent),
+    /// The kernel carries this session from now on: the sweeper records how it ends.
+    Handoff(KernelSession),
 }
 
 /// Limits of one worker's flow table.
@@ -79,6 +83,11 @@ pub struct FlowConfig {
     /// Frames all flows together may have held (they are receive buffers taken out of
     /// circulation).
     pub max_held_total: usize,
+    /// A session's volume is recorded once per interval (and at its end).
+    pub volume_interval: Duration,
+    /// Or-ed into every session id of this worker (run and worker bits; the low 40 bits
+    /// are a counter).
+    pub session_id_base: u64,
 }
 
 impl Default for FlowConfig {
@@ -96,9 +105,14 @@ impl Default for FlowConfig {
             },
             max_held_per_flow: 32,
             max_held_total: 1024,
+            volume_interval: Duration::from_secs(60),
+            session_id_base: 0,
         }
     }
 }
+
+/// The counter part of a session id.
+pub const SESSION_SEQ_MASK: u64 = (1 << 40) - 1;
 
 /// How often [`Forwarder::poll`] walks the table for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -114,6 +128,14 @@ struct Flow<H> {
     last_seen: Instant,
     /// FIN seen from the client, from the server.
     fin: [bool; 2],
+    /// The server's SYN/ACK was seen (the handshake's second step).
+    synack_seen: bool,
+    /// Its start (or abnormal start) was recorded.
+    started: bool,
+    /// Its end was recorded, or it was handed to the sweeper.
+    ended: bool,
+    info: Arc<SessionInfo>,
+    counts: Counts,
 }
 
 #[derive(Debug)]
@@ -155,6 +177,7 @@ pub struct Forwarder<H> {
     held_total: usize,
     outputs: Vec<Output<H>>,
     next_sweep: Option<Instant>,
+    next_session: u64,
 }
 
 impl<H: Copy> Forwarder<H> {
@@ -167,6 +190,7 @@ impl<H: Copy> Forwarder<H> {
             policy,
             stats,
             next_sweep: None,
+            next_session: 0,
         }
     }
 
@@ -230,50 +254,87 @@ impl<H: Copy> Forwarder<H> {
         handle: H,
         now: Instant,
     ) -> Action {
+        if self.flows.contains_key(&key) {
+            return self.on_tracked(frame, key, dir, tcp, handle, now);
+        }
+        let fs = &self.stats.flows;
+        let opening = tcp.syn && !tcp.ack;
+        if tcp.rst || (tcp.payload.is_empty() && !opening) {
+            // A SYN/ACK, ACK or FIN of a flow not tracked: nothing to decide on.
+            return Action::Forward;
+        }
+        if self.flows.len() >= self.cfg.capacity {
+            fs.flow_table_full.incr();
+            return Action::Forward;
+        }
+        self.next_session = self.next_session.wrapping_add(1);
+        let (client, server) = endpoints(&key, dir);
+        let mut flow = Flow {
+            client_dir: dir,
+            client_port: from,
+            stage: Stage::Handshake {
+                payload_start: tcp.seq.wrapping_add(1),
+            },
+            last_seen: now,
+            fin: [false; 2],
+            synack_seen: false,
+            started: false,
+            ended: false,
+            info: Arc::new(SessionInfo {
+                id: self.cfg.session_id_base | (self.next_session & SESSION_SEQ_MASK),
+                client,
+                server,
+                opened_from: from,
+                verdict: None,
+                rule: None,
+                hello: None,
+            }),
+            counts: Counts::new(now),
+        };
+        if opening {
+            fs.started.incr();
+            flow.counts.add(true, frame.len() as u64);
+            self.flows.insert(key, flow);
+            fs.tracked.set(self.flows.len() as u64);
+            return Action::Forward;
+        }
+        // Payload with no handshake seen: the bridge started after the connection did,
+        // or its entry was evicted. The sender of this first payload is taken as the
+        // client.
+        fs.midstream.incr();
+        flow.stage = Stage::Handshake {
+            payload_start: tcp.seq,
+        };
+        flow.started = true;
+        self.outputs.push(Output::Session(SessionEvent {
+            at: now,
+            kind: SessionEventKind::StartAbnormal,
+            session: flow.info.clone(),
+            volume: None,
+            reason: Some("midstream"),
+        }));
+        self.flows.insert(key, flow);
+        fs.tracked.set(self.flows.len() as u64);
+        self.on_tracked(frame, key, dir, tcp, handle, now)
+    }
+
+    /// A frame of a flow in the table.
+    fn on_tracked(
+        &mut self,
+        frame: &[u8],
+        key: FlowKey,
+        dir: Direction,
+        tcp: &TcpSummary<'_>,
+        handle: H,
+        now: Instant,
+    ) -> Action {
         let fs = &self.stats.flows;
         let Some(flow) = self.flows.get_mut(&key) else {
-            let opening = tcp.syn && !tcp.ack;
-            if tcp.rst || (tcp.payload.is_empty() && !opening) {
-                // A SYN/ACK, ACK or FIN of a flow not tracked: nothing to decide on.
-                return Action::Forward;
-            }
-            if self.flows.len() >= self.cfg.capacity {
-                fs.flow_table_full.incr();
-                return Action::Forward;
-            }
-            let stage = if opening {
-                fs.started.incr();
-                Stage::Handshake {
-                    payload_start: tcp.seq.wrapping_add(1),
-                }
-            } else {
-                // Payload with no handshake seen: the bridge started after the connection
-                // did, or its entry was evicted. The sender of this first payload is taken
-                // as the client.
-                fs.midstream.incr();
-                Stage::Handshake {
-                    payload_start: tcp.seq,
-                }
-            };
-            self.flows.insert(
-                key,
-                Flow {
-                    client_dir: dir,
-                    client_port: from,
-                    stage,
-                    last_seen: now,
-                    fin: [false; 2],
-                },
-            );
-            fs.tracked.set(self.flows.len() as u64);
-            if opening {
-                return Action::Forward;
-            }
-            return self.on_tcp(from, frame, key, dir, tcp, handle, now);
+            return Action::Forward;
         };
-
         flow.last_seen = now;
         let from_client = dir == flow.client_dir;
+        flow.counts.add(from_client, frame.len() as u64);
         if tcp.rst {
             // Either end gave up on the connection: nothing left to decide or hold.
             let blocked = matches!(flow.stage, Stage::Blocked);
@@ -282,10 +343,32 @@ impl<H: Copy> Forwarder<H> {
                 fs.frames_held.set(self.held_total as u64);
                 self.outputs.extend(c.held.drain(..).map(Output::Free));
             }
+            let reason = if from_client {
+                "rst_from_client"
+            } else {
+                "rst_from_server"
+            };
+            end_session(
+                &mut self.outputs,
+                flow,
+                now,
+                SessionEventKind::EndAbnormal,
+                Some(reason),
+            );
             self.flows.remove(&key);
             fs.tracked.set(self.flows.len() as u64);
             fs.closed_by_rst.incr();
             return if blocked { Action::Drop } else { Action::Forward };
+        }
+        if !tcp.payload.is_empty() && flow.fin == [true, true] && !flow.ended {
+            // Data after both sides closed: not a session that ended normally.
+            end_session(
+                &mut self.outputs,
+                flow,
+                now,
+                SessionEventKind::EndAbnormal,
+                Some("after_close"),
+            );
         }
         if tcp.fin {
             if let Some(f) = flow.fin.get_mut(usize::from(!from_client)) {
@@ -299,21 +382,35 @@ impl<H: Copy> Forwarder<H> {
             }
             Stage::Passing => Action::Forward,
             Stage::Handshake { payload_start } => {
+                if !from_client && tcp.syn && tcp.ack {
+                    flow.synack_seen = true;
+                }
+                if from_client && tcp.syn {
+                    // A retransmitted (or new) SYN moves the stream's start.
+                    *payload_start = tcp.seq.wrapping_add(1);
+                }
+                let payload_start = *payload_start;
+                if from_client && tcp.ack && flow.synack_seen && !flow.started {
+                    flow.started = true;
+                    self.outputs.push(Output::Session(SessionEvent {
+                        at: now,
+                        kind: SessionEventKind::Start,
+                        session: flow.info.clone(),
+                        volume: None,
+                        reason: None,
+                    }));
+                }
                 if tcp.payload.is_empty() {
-                    if from_client && tcp.syn {
-                        // A retransmitted (or new) SYN moves the stream's start.
-                        *payload_start = tcp.seq.wrapping_add(1);
-                    }
                     return Action::Forward;
                 }
                 if !from_client {
                     // The server spoke first (SMTP, SSH, ...): not a TLS client.
                     fs.not_tls.incr();
                     flow.stage = Stage::Passing;
+                    set_decision(flow, "pass", "not_tls".into(), None);
                     self.pass(key);
                     return Action::Forward;
                 }
-                let payload_start = *payload_start;
                 flow.stage = Stage::Classifying(Box::new(Classifying {
                     payload_start,
                     assembler: ClientHelloAssembler::new(self.cfg.hello.clone(), now),
@@ -321,46 +418,59 @@ impl<H: Copy> Forwarder<H> {
                     client_ack: None,
                     client_next: payload_start,
                 }));
-                self.on_tcp(from, frame, key, dir, tcp, handle, now)
+                self.hold_client_frame(frame, key, dir, tcp, handle, now)
             }
-            Stage::Classifying(c) => {
-                if !from_client {
-                    return Action::Forward;
-                }
-                // Every client frame is held while the hello is read, so what is released
-                // later keeps its order (a FIN or an ACK must not overtake held data).
-                c.held.push(handle);
-                self.held_total += 1;
-                if tcp.ack {
-                    c.client_ack = Some(tcp.ack_number);
-                }
-                let end = tcp.seq.wrapping_add(tcp.payload.len() as u32);
-                if end.wrapping_sub(c.client_next) as i32 > 0 {
-                    c.client_next = end;
-                }
-                let progress = if tcp.payload.is_empty() {
-                    Progress::NeedMore
-                } else {
-                    c.assembler
-                        .push(tcp.seq.wrapping_sub(c.payload_start), tcp.payload)
-                };
-                let over_limit =
-                    c.held.len() > self.cfg.max_held_per_flow || self.held_total > self.cfg.max_held_total;
-                let decision = match progress {
-                    Progress::NeedMore if over_limit => {
-                        fs.held_limit.incr();
-                        Some((self.unclassified(), None))
-                    }
-                    Progress::NeedMore => None,
-                    other => Some(self.decide(&key, dir, other)),
-                };
-                fs.frames_held.set(self.held_total as u64);
-                if let Some((decision, hello)) = decision {
-                    self.apply(key, decision, hello.as_deref(), frame);
-                }
-                Action::Hold
-            }
+            Stage::Classifying(_) if !from_client => Action::Forward,
+            Stage::Classifying(_) => self.hold_client_frame(frame, key, dir, tcp, handle, now),
         }
+    }
+
+    /// A client frame of a flow whose hello is being read: held, and fed to the reader.
+    fn hold_client_frame(
+        &mut self,
+        frame: &[u8],
+        key: FlowKey,
+        dir: Direction,
+        tcp: &TcpSummary<'_>,
+        handle: H,
+        now: Instant,
+    ) -> Action {
+        let fs = &self.stats.flows;
+        let Some(Stage::Classifying(c)) = self.flows.get_mut(&key).map(|f| &mut f.stage) else {
+            return Action::Forward;
+        };
+        // Every client frame is held while the hello is read, so what is released later
+        // keeps its order (a FIN or an ACK must not overtake held data).
+        c.held.push(handle);
+        self.held_total += 1;
+        if tcp.ack {
+            c.client_ack = Some(tcp.ack_number);
+        }
+        let end = tcp.seq.wrapping_add(tcp.payload.len() as u32);
+        if end.wrapping_sub(c.client_next) as i32 > 0 {
+            c.client_next = end;
+        }
+        let progress = if tcp.payload.is_empty() {
+            Progress::NeedMore
+        } else {
+            c.assembler
+                .push(tcp.seq.wrapping_sub(c.payload_start), tcp.payload)
+        };
+        let over_limit =
+            c.held.len() > self.cfg.max_held_per_flow || self.held_total > self.cfg.max_held_total;
+        let decision = match progress {
+            Progress::NeedMore if over_limit => {
+                fs.held_limit.incr();
+                Some((self.unclassified(), None))
+            }
+            Progress::NeedMore => None,
+            other => Some(self.decide(&key, dir, other)),
+        };
+        fs.frames_held.set(self.held_total as u64);
+        if let Some((decision, hello)) = decision {
+            self.apply(key, decision, hello, frame, now);
+        }
+        Action::Hold
     }
 
     /// Times out flows: handshakes that never carried data, hellos that never completed,
@@ -373,6 +483,7 @@ impl<H: Copy> Forwarder<H> {
         let mut expired_hellos: Vec<FlowKey> = Vec::new();
         let cfg = &self.cfg;
         let fs = &self.stats.flows;
+        let outputs = &mut self.outputs;
         self.flows.retain(|key, flow| {
             let idle = now.saturating_duration_since(flow.last_seen);
             let closed = flow.fin == [true, true];
@@ -395,6 +506,34 @@ impl<H: Copy> Forwarder<H> {
                 } else {
                     fs.evicted_idle.incr();
                 }
+                let in_kernel = cfg.fast_path && matches!(flow.stage, Stage::Passing);
+                if in_kernel && !flow.ended {
+                    // The kernel has carried this flow since its verdict; the sweeper
+                    // sees how it ends, and gets what was counted here.
+                    outputs.push(Output::Handoff(KernelSession {
+                        key: *key,
+                        client_dir: flow.client_dir,
+                        info: flow.info.clone(),
+                        counts: flow.counts,
+                        fin: flow.fin,
+                    }));
+                    flow.ended = true;
+                } else if closed {
+                    end_session(outputs, flow, now, SessionEventKind::EndNormal, None);
+                } else {
+                    end_session(outputs, flow, now, SessionEventKind::EndIdle, None);
+                }
+            } else if flow.started
+                && !flow.ended
+                && now.saturating_duration_since(flow.counts.interval_start) >= cfg.volume_interval
+            {
+                outputs.push(Output::Session(SessionEvent {
+                    at: now,
+                    kind: SessionEventKind::Volume,
+                    session: flow.info.clone(),
+                    volume: Some(flow.counts.take_interval(now)),
+                    reason: None,
+                }));
             }
             keep
         });
@@ -405,7 +544,7 @@ impl<H: Copy> Forwarder<H> {
                 _ => None,
             };
             let bytes = first.as_ref().map(&frame_bytes).unwrap_or_default();
-            self.apply(key, decision, None, bytes);
+            self.apply(key, decision, None, bytes, now);
         }
         self.stats.flows.tracked.set(self.flows.len() as u64);
     }
@@ -422,11 +561,11 @@ impl<H: Copy> Forwarder<H> {
         match progress {
             Progress::Done(hello) => {
                 fs.tls_hellos.incr();
-                let ((client, _), (server, server_port)) = endpoints(key, client_dir);
+                let (client, server) = endpoints(key, client_dir);
                 let decision = self.policy.decide(&FlowFacts {
-                    src: client,
-                    dst: server,
-                    dst_port: server_port,
+                    src: client.ip(),
+                    dst: server.ip(),
+                    dst_port: server.port(),
                     hello: &hello,
                 });
                 (decision, Some(hello))
@@ -434,11 +573,7 @@ impl<H: Copy> Forwarder<H> {
             Progress::NotTls(NotTls::Malformed(_)) | Progress::GaveUp(_) => (self.unclassified(), None),
             Progress::NotTls(_) | Progress::NeedMore => {
                 fs.not_tls.incr();
-                let decision = Decision {
-                    action: PolicyAction::Bypass,
-                    rule: RuleRef::Default,
-                };
-                (decision, None)
+                (not_tls(), None)
             }
         }
     }
@@ -454,13 +589,26 @@ impl<H: Copy> Forwarder<H> {
         &mut self,
         key: FlowKey,
         decision: Decision,
-        hello: Option<&ClientHelloInfo>,
+        hello: Option<Box<ClientHelloInfo>>,
         client_frame: &[u8],
+        now: Instant,
     ) {
         let fs = &self.stats.flows;
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
+        let verdict = match decision.action {
+            PolicyAction::Block => "block",
+            _ if hello.is_none() && decision == not_tls() => "pass",
+            _ => "bypass",
+        };
+        let rule = if verdict == "pass" {
+            "not_tls".to_string()
+        } else {
+            decision.rule.to_string()
+        };
+        let hello: Option<Arc<ClientHelloInfo>> = hello.map(Arc::from);
+        set_decision(flow, verdict, rule, hello.clone());
         let to_server = flow.client_port.peer();
         let held = match std::mem::replace(&mut flow.stage, Stage::Passing) {
             Stage::Classifying(c) => *c,
@@ -493,7 +641,7 @@ impl<H: Copy> Forwarder<H> {
                 self.outputs.extend(held.held.iter().map(|&h| Output::Free(h)));
                 tracing::info!(
                     flow = %key,
-                    sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-"),
+                    sni = hello.as_ref().and_then(|h| h.sni.as_deref()).unwrap_or("-"),
                     rule = %decision.rule,
                     "blocked by policy"
                 );
@@ -525,6 +673,13 @@ impl<H: Copy> Forwarder<H> {
                     key,
                     verdict: Verdict::Block,
                 });
+                end_session(
+                    &mut self.outputs,
+                    flow,
+                    now,
+                    SessionEventKind::EndAbnormal,
+                    Some("blocked"),
+                );
             }
         }
     }
@@ -540,12 +695,53 @@ impl<H: Copy> Forwarder<H> {
     }
 }
 
-/// (client, server) endpoints of a flow whose client sends in direction `client_dir`.
-fn endpoints(key: &FlowKey, client_dir: Direction) -> ((IpAddr, u16), (IpAddr, u16)) {
-    match client_dir {
-        Direction::LoToHi => (key.lo(), key.hi()),
-        Direction::HiToLo => (key.hi(), key.lo()),
+/// The decision for a flow that is not TLS: passed through.
+fn not_tls() -> Decision {
+    Decision {
+        action: PolicyAction::Bypass,
+        rule: RuleRef::Default,
     }
+}
+
+fn set_decision<H>(
+    flow: &mut Flow<H>,
+    verdict: &'static str,
+    rule: String,
+    hello: Option<Arc<ClientHelloInfo>>,
+) {
+    let info = Arc::make_mut(&mut flow.info);
+    info.verdict = Some(verdict);
+    info.rule = Some(rule);
+    info.hello = hello;
+}
+
+/// The session's last interval and its end, once: a flow ends at most once, and a flow
+/// whose start was never recorded (a SYN nobody answered) has no end either.
+fn end_session<H>(
+    outputs: &mut Vec<Output<H>>,
+    flow: &mut Flow<H>,
+    now: Instant,
+    kind: SessionEventKind,
+    reason: Option<&'static str>,
+) {
+    if flow.ended || !flow.started {
+        return;
+    }
+    flow.ended = true;
+    outputs.push(Output::Session(SessionEvent {
+        at: now,
+        kind: SessionEventKind::Volume,
+        session: flow.info.clone(),
+        volume: Some(flow.counts.take_interval(now)),
+        reason: None,
+    }));
+    outputs.push(Output::Session(SessionEvent {
+        at: now,
+        kind,
+        session: flow.info.clone(),
+        volume: Some(flow.counts.totals(now)),
+        reason,
+    }));
 }
 
 #[cfg(test)]

@@ -11,12 +11,19 @@
 mod forward;
 mod hash;
 mod port;
+mod session;
 mod stats;
 mod sweeper;
 mod worker;
 
-pub use forward::{Action, FlowConfig, Forwarder, Output};
+pub use forward::{Action, FlowConfig, Forwarder, Output, SESSION_SEQ_MASK};
 pub use port::Port;
+pub use session::{
+    EventSink, KernelSession, SessionEvent, SessionEventKind, SessionId, SessionInfo, SessionOutputs, Volume,
+};
 pub use stats::{FlowCounters, PortStats, WorkerCounters, WorkerStats};
-pub use sweeper::{expired, spawn_sweeper, sweep, Eviction, SweepConfig, SweepStats};
+pub use sweeper::{
+    expired, follow, plan_sweep, spawn_sweeper, sweep, Eviction, SessionBook, SessionEventsSink, SweepConfig,
+    SweepStats, SweeperSessions,
+};
 pub use worker::{spawn_worker, SharedPolicy, WorkerConfig, WorkerHandle};

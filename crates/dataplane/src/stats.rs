@@ -45,6 +45,10 @@ counter_set! {
         idle_polls,
         /// TX wakeups (sendto) issued to push frames out in copy mode
         tx_wakeups,
+        /// session events the session log could not take (its queue was full)
+        session_events_dropped,
+        /// sessions handed to the kernel whose handoff the sweeper could not take (queue full): their end goes unrecorded
+        session_handoffs_dropped,
     }
 }
 

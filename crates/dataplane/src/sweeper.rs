@@ -6,12 +6,15 @@
 //! also an LRU, so a full map never refuses a verdict; sweeping keeps the LRU from having
 //! to push out live flows to make room for dead ones.
 
+use crate::session::{EventSink, KernelSession, SessionEvent, SessionEventKind};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use telemetry::counter_set;
-use wire::FlowKey;
+use wire::{Direction, FlowKey};
 use xdp::{monotonic_ns, FlowState, Verdict, VerdictMap};
 
 #[derive(Debug, Clone)]
@@ -25,6 +28,11 @@ pub struct SweepConfig {
     pub closed_linger: Duration,
     /// A blocked flow is removed once its client has been quiet this long.
     pub block_linger: Duration,
+    /// A session's volume is recorded once per interval (and at its end).
+    pub volume_interval: Duration,
+    /// How long an entry whose session has not been handed over yet by its worker is kept
+    /// beyond its own timeout (workers hand sessions over a few seconds after the verdict).
+    pub handoff_grace: Duration,
 }
 
 impl Default for SweepConfig {
@@ -34,6 +42,8 @@ impl Default for SweepConfig {
             idle_timeout: Duration::from_secs(300),
             closed_linger: Duration::from_secs(2),
             block_linger: Duration::from_secs(10),
+            volume_interval: Duration::from_secs(60),
+            handoff_grace: Duration::from_secs(10),
         }
     }
 }
@@ -57,6 +67,10 @@ counter_set! {
         sweep_errors,
         /// walks completed
         sweeps,
+        /// sessions in the kernel whose end the sweeper will record (gauge)
+        sessions_tracked,
+        /// sessions whose kernel entry vanished (pushed out of the full LRU map) before they ended
+        sessions_lost_map_full,
     }
 }
 
@@ -80,23 +94,168 @@ pub fn expired(state: &FlowState, now_ns: u64, cfg: &SweepConfig) -> Option<Evic
     (quiet >= cfg.idle_timeout).then_some(Eviction::Idle)
 }
 
-/// One walk of the map: removes what is over and updates the gauges.
-pub fn sweep(map: &VerdictMap, cfg: &SweepConfig, stats: &SweepStats) -> std::io::Result<()> {
-    let now = monotonic_ns();
-    let mut over: Vec<(FlowKey, Eviction)> = Vec::new();
-    let (mut total, mut bypassed, mut blocked) = (0u64, 0u64, 0u64);
-    map.for_each(|key, state| {
-        total += 1;
-        match state.verdict {
-            v if v == Verdict::Bypass as u32 => bypassed += 1,
-            v if v == Verdict::Block as u32 => blocked += 1,
-            _ => {}
+/// A session in the kernel, as the sweeper follows it.
+#[derive(Debug)]
+pub struct Followed {
+    session: KernelSession,
+    /// Kernel counts already added, `[packets c2s, packets s2c, bytes c2s, bytes s2c]`.
+    kernel_seen: [u64; 4],
+}
+
+/// Sessions handed over by the workers, by flow.
+pub type SessionBook = HashMap<FlowKey, Followed>;
+
+pub fn follow(book: &mut SessionBook, session: KernelSession) {
+    book.insert(
+        session.key,
+        Followed {
+            session,
+            kernel_seen: [0; 4],
+        },
+    );
+}
+
+/// The kernel's per-direction counts of `state`, oriented client to server first.
+fn oriented(state: &FlowState, client_dir: Direction) -> [u64; 4] {
+    let (c, s) = match client_dir {
+        Direction::LoToHi => (0, 1),
+        Direction::HiToLo => (1, 0),
+    };
+    let p = |i: usize| state.packets.get(i).copied().unwrap_or(0);
+    let b = |i: usize| state.bytes.get(i).copied().unwrap_or(0);
+    [p(c), p(s), b(c), b(s)]
+}
+
+/// One walk's decisions, without I/O: which entries to remove (and why), and the session
+/// events that are due. `now_ns` is the kernel's clock, `now` the same moment as an
+/// `Instant` for the events.
+pub fn plan_sweep(
+    entries: &[(FlowKey, FlowState)],
+    now_ns: u64,
+    now: Instant,
+    cfg: &SweepConfig,
+    book: &mut SessionBook,
+) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
+    let mut evict = Vec::new();
+    let mut events = Vec::new();
+    let mut seen: Vec<FlowKey> = Vec::with_capacity(book.len());
+    for (key, state) in entries {
+        let why = expired(state, now_ns, cfg);
+        let Some(f) = book.get_mut(key) else {
+            // Not handed over (yet): blocked flows never are; a bypassed one will be soon.
+            let quiet = Duration::from_nanos(now_ns.saturating_sub(state.last_seen_ns));
+            let handed_over_long_ago = quiet >= cfg.closed_linger + cfg.handoff_grace;
+            if let Some(why) =
+                why.filter(|w| *w == Eviction::Blocked || *w == Eviction::Idle || handed_over_long_ago)
+            {
+                evict.push((*key, why));
+            }
+            continue;
+        };
+        seen.push(*key);
+        let current = oriented(state, f.session.client_dir);
+        let mut delta = [0u64; 4];
+        for ((d, c), s) in delta.iter_mut().zip(current).zip(f.kernel_seen) {
+            *d = c.saturating_sub(s);
         }
-        if let Some(why) = expired(&state, now, cfg) {
-            over.push((key, why));
+        f.kernel_seen = current;
+        f.session.counts.add_all(delta);
+        let event = |kind, volume, reason| SessionEvent {
+            at: now,
+            kind,
+            session: f.session.info.clone(),
+            volume: Some(volume),
+            reason,
+        };
+        match why {
+            Some(why) => {
+                let volume = f.session.counts.take_interval(now);
+                events.push(event(SessionEventKind::Volume, volume, None));
+                let (kind, reason) = match why {
+                    Eviction::Closed if state.tcp_flags & FlowState::RST != 0 => {
+                        (SessionEventKind::EndAbnormal, Some("rst"))
+                    }
+                    Eviction::Closed => (SessionEventKind::EndNormal, None),
+                    Eviction::Idle => (SessionEventKind::EndIdle, None),
+                    Eviction::Blocked => (SessionEventKind::EndAbnormal, Some("blocked")),
+                };
+                events.push(event(kind, f.session.counts.totals(now), reason));
+                evict.push((*key, why));
+            }
+            None if now.saturating_duration_since(f.session.counts.interval_start) >= cfg.volume_interval => {
+                let volume = f.session.counts.take_interval(now);
+                events.push(event(SessionEventKind::Volume, volume, None));
+            }
+            None => {}
         }
-    })?;
-    for (key, why) in &over {
+    }
+    for (key, _) in &evict {
+        book.remove(key);
+    }
+    if seen.len() < book.len() {
+        // Followed sessions whose entry is gone: the LRU map pushed them out to make room.
+        let gone: Vec<FlowKey> = book.keys().filter(|k| !seen.contains(k)).copied().collect();
+        for key in gone {
+            if let Some(mut f) = book.remove(&key) {
+                let totals = f.session.counts.totals(now);
+                events.push(SessionEvent {
+                    at: now,
+                    kind: SessionEventKind::EndAbnormal,
+                    session: f.session.info.clone(),
+                    volume: Some(totals),
+                    reason: Some("kernel_map_full"),
+                });
+                f.session.counts.take_interval(now);
+            }
+        }
+    }
+    (evict, events)
+}
+
+/// Where the sweeper's session events go, and the handoffs it follows.
+#[derive(Debug)]
+pub struct SweeperSessions {
+    pub handoffs: Receiver<KernelSession>,
+    pub events: SessionEventsSink,
+}
+
+/// An [`EventSink`] with a Debug impl.
+#[derive(Clone)]
+pub struct SessionEventsSink(pub EventSink);
+
+impl std::fmt::Debug for SessionEventsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionEventsSink")
+    }
+}
+
+/// One walk of the map: removes what is over, records session events, updates gauges.
+pub fn sweep(
+    map: &VerdictMap,
+    cfg: &SweepConfig,
+    stats: &SweepStats,
+    book: &mut SessionBook,
+    sessions: Option<&SweeperSessions>,
+) -> std::io::Result<()> {
+    if let Some(s) = sessions {
+        while let Ok(session) = s.handoffs.try_recv() {
+            follow(book, session);
+        }
+    }
+    let now_ns = monotonic_ns();
+    let now = Instant::now();
+    let mut entries: Vec<(FlowKey, FlowState)> = Vec::new();
+    map.for_each(|key, state| entries.push((key, state)))?;
+    let (bypassed, blocked) = entries
+        .iter()
+        .fold((0u64, 0u64), |(p, b), (_, st)| match st.verdict {
+            v if v == Verdict::Bypass as u32 => (p + 1, b),
+            v if v == Verdict::Block as u32 => (p, b + 1),
+            _ => (p, b),
+        });
+    let (evict, events) = plan_sweep(&entries, now_ns, now, cfg, book);
+    let mut total = entries.len() as u64;
+    for (key, why) in &evict {
         if map.remove(key)? {
             match why {
                 Eviction::Closed => stats.evicted_closed.incr(),
@@ -106,18 +265,29 @@ pub fn sweep(map: &VerdictMap, cfg: &SweepConfig, stats: &SweepStats) -> std::io
             total -= 1;
         }
     }
+    for event in events {
+        if event.reason == Some("kernel_map_full") {
+            stats.sessions_lost_map_full.incr();
+        }
+        if let Some(s) = sessions {
+            (s.events.0)(event);
+        }
+    }
     stats.kernel_flows.set(total);
     stats.kernel_bypassed.set(bypassed);
     stats.kernel_blocked.set(blocked);
+    stats.sessions_tracked.set(book.len() as u64);
     stats.sweeps.incr();
     Ok(())
 }
 
-/// Sweeps every `cfg.interval` until `stop` is set.
+/// Sweeps every `cfg.interval` until `stop` is set; then records the end of every session
+/// it still follows (the bridge stops carrying them).
 pub fn spawn_sweeper(
     map: VerdictMap,
     cfg: SweepConfig,
     stats: Arc<SweepStats>,
+    sessions: Option<SweeperSessions>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -125,6 +295,7 @@ pub fn spawn_sweeper(
         .spawn(move || {
             let tick = Duration::from_millis(100).min(cfg.interval);
             let mut waited = Duration::ZERO;
+            let mut book = SessionBook::new();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 waited += tick;
@@ -132,7 +303,7 @@ pub fn spawn_sweeper(
                     continue;
                 }
                 waited = Duration::ZERO;
-                if let Err(e) = sweep(&map, &cfg, &stats) {
+                if let Err(e) = sweep(&map, &cfg, &stats, &mut book, sessions.as_ref()) {
                     stats.sweep_errors.incr();
                     tracing::warn!(error = %e, "sweeping the kernel flow map failed");
                 }
@@ -153,6 +324,120 @@ mod tests {
             last_seen_ns: last_seen_s * S,
             ..FlowState::default()
         }
+    }
+
+    use crate::session::{Counts, SessionInfo};
+    use crate::Port;
+
+    fn handed_over(key: FlowKey, client_dir: Direction, at: Instant) -> KernelSession {
+        KernelSession {
+            key,
+            client_dir,
+            info: Arc::new(SessionInfo {
+                id: 7,
+                client: "10.0.0.1:40000".parse().unwrap(),
+                server: "10.0.0.2:443".parse().unwrap(),
+                opened_from: Port::A,
+                verdict: Some("bypass"),
+                rule: Some("default".into()),
+                hello: None,
+            }),
+            counts: {
+                let mut c = Counts::new(at);
+                c.add(true, 74);
+                c.add(false, 74);
+                c.add(true, 66);
+                c.add(true, 583);
+                c
+            },
+            fin: [false; 2],
+        }
+    }
+
+    #[test]
+    fn a_followed_session_gets_volumes_then_an_end_with_kernel_and_userspace_counts() {
+        let cfg = SweepConfig::default();
+        let t0 = Instant::now();
+        let (key, dir) = FlowKey::new(
+            6,
+            "10.0.0.2".parse().unwrap(),
+            443,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+        );
+        // The client (10.0.0.1:40000) is the lo end here: the server sent this frame.
+        let client_dir = match dir {
+            Direction::LoToHi => Direction::HiToLo,
+            Direction::HiToLo => Direction::LoToHi,
+        };
+        let mut book = SessionBook::new();
+        follow(&mut book, handed_over(key, client_dir, t0));
+        let c = client_dir as usize;
+        let mut st = state(Verdict::Bypass, 0, 10);
+        st.packets[c] = 10;
+        st.bytes[c] = 1000;
+        st.packets[1 - c] = 20;
+        st.bytes[1 - c] = 30000;
+        // Within the interval: nothing to say.
+        let (ev, events) = plan_sweep(&[(key, st)], 11 * S, t0 + Duration::from_secs(1), &cfg, &mut book);
+        assert!(ev.is_empty() && events.is_empty());
+        // An interval later: one volume record with everything so far.
+        let (_, events) = plan_sweep(
+            &[(key, st)],
+            12 * S,
+            t0 + Duration::from_secs(61),
+            &cfg,
+            &mut book,
+        );
+        assert_eq!(events.len(), 1);
+        let v = events[0].volume.unwrap();
+        assert_eq!((v.packets, v.bytes), ([13, 21], [1723, 30074]));
+        // Both FINs, quiet past the linger: a last volume and a normal end with totals.
+        st.packets[c] += 1;
+        st.bytes[c] += 66;
+        st.tcp_flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO;
+        st.last_seen_ns = 70 * S;
+        let (ev, events) = plan_sweep(
+            &[(key, st)],
+            73 * S,
+            t0 + Duration::from_secs(63),
+            &cfg,
+            &mut book,
+        );
+        assert_eq!(ev, vec![(key, Eviction::Closed)]);
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
+        assert_eq!(events[0].volume.unwrap().packets, [1, 0]);
+        let total = events[1].volume.unwrap();
+        assert_eq!((total.packets, total.bytes), ([14, 21], [1789, 30074]));
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn an_entry_waits_for_its_handoff_and_a_vanished_one_ends_abnormally() {
+        let cfg = SweepConfig::default();
+        let t0 = Instant::now();
+        let (key, dir) = FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        );
+        let closed = state(Verdict::Bypass, FlowState::RST, 100);
+        let mut book = SessionBook::new();
+        // Closed, but no handoff yet: kept for the grace period, then dropped silently.
+        let (ev, _) = plan_sweep(&[(key, closed)], 105 * S, t0, &cfg, &mut book);
+        assert!(ev.is_empty());
+        let (ev, _) = plan_sweep(&[(key, closed)], 113 * S, t0, &cfg, &mut book);
+        assert_eq!(ev, vec![(key, Eviction::Closed)]);
+        // A followed session whose entry vanished from the map.
+        follow(&mut book, handed_over(key, dir, t0));
+        let (_, events) = plan_sweep(&[], 114 * S, t0, &cfg, &mut book);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, SessionEventKind::EndAbnormal);
+        assert_eq!(events[0].reason, Some("kernel_map_full"));
+        assert!(book.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::forward::{Action, FlowConfig, Forwarder, Output};
 use crate::port::Port;
+use crate::session::SessionOutputs;
 use crate::stats::WorkerStats;
 use anyhow::{anyhow, Context, Result};
 use classify::policy::Policy;
@@ -56,6 +57,8 @@ pub struct WorkerConfig {
     /// The flow table's limits and timeouts (and whether the fast path is on).
     pub flows: FlowConfig,
     pub policy: Arc<SharedPolicy>,
+    /// Session events and kernel handoffs; `None` records nothing.
+    pub sessions: Option<SessionOutputs>,
     /// Frames taken from an RX ring per pass.
     pub batch_size: usize,
     pub xsk: XskOptions,
@@ -195,7 +198,14 @@ fn run(
                     Action::Hold => {}
                 }
                 if forwarder.has_outputs() {
-                    carry_out(&mut forwarder, &mut socks, &mut tx_descs, &verdicts, &stats);
+                    carry_out(
+                        &mut forwarder,
+                        &mut socks,
+                        &mut tx_descs,
+                        &verdicts,
+                        cfg.sessions.as_ref(),
+                        &stats,
+                    );
                 }
             }
             transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
@@ -205,7 +215,14 @@ fn run(
             unsafe { socks.umem.data(desc) }.contents()
         });
         if forwarder.has_outputs() {
-            carry_out(&mut forwarder, &mut socks, &mut tx_descs, &verdicts, &stats);
+            carry_out(
+                &mut forwarder,
+                &mut socks,
+                &mut tx_descs,
+                &verdicts,
+                cfg.sessions.as_ref(),
+                &stats,
+            );
         }
         for to in [Port::A, Port::B] {
             if !to.of(&tx_descs).is_empty() {
@@ -283,6 +300,7 @@ fn carry_out(
     socks: &mut QueueSockets,
     tx_descs: &mut [Vec<FrameDesc>; 2],
     verdicts: &VerdictMap,
+    sessions: Option<&SessionOutputs>,
     stats: &WorkerStats,
 ) {
     for out in forwarder.outputs() {
@@ -306,6 +324,20 @@ fn carry_out(
                 }
             }
             Output::Verdict { key, verdict } => write_verdict(verdicts, key, verdict, stats),
+            Output::Session(event) => {
+                if let Some(s) = sessions {
+                    if !(s.events)(event) {
+                        stats.worker.session_events_dropped.incr();
+                    }
+                }
+            }
+            Output::Handoff(session) => {
+                if let Some(s) = sessions {
+                    if s.handoff.try_send(session).is_err() {
+                        stats.worker.session_handoffs_dropped.incr();
+                    }
+                }
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct FlowsConfig {
     pub max_held_frames: usize,
     /// Milliseconds between two sweeps of the kernel's flow map.
     pub sweep_interval_ms: u64,
+    /// Seconds between two `volume` records of a session (and one at its end).
+    pub volume_interval_s: u64,
 }
 
 impl Default for FlowsConfig {
@@ -60,12 +62,13 @@ impl Default for FlowsConfig {
             hello_max_bytes: 16 * 1024,
             max_held_frames: 1024,
             sweep_interval_ms: 1_000,
+            volume_interval_s: 60,
         }
     }
 }
 
 impl FlowsConfig {
-    pub fn flow_table(&self, fast_path: bool) -> dataplane::FlowConfig {
+    pub fn flow_table(&self, fast_path: bool, session_id_base: u64) -> dataplane::FlowConfig {
         dataplane::FlowConfig {
             fast_path,
             capacity: self.capacity,
@@ -80,6 +83,8 @@ impl FlowsConfig {
             },
             max_held_per_flow: dataplane::FlowConfig::default().max_held_per_flow,
             max_held_total: self.max_held_frames,
+            volume_interval: Duration::from_secs(self.volume_interval_s),
+            session_id_base,
         }
     }
 
@@ -89,6 +94,8 @@ impl FlowsConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_s),
             closed_linger: Duration::from_secs(self.closed_linger_s),
             block_linger: Duration::from_secs(self.block_linger_s),
+            volume_interval: Duration::from_secs(self.volume_interval_s),
+            ..dataplane::SweepConfig::default()
         }
     }
 }
@@ -298,6 +305,7 @@ impl Config {
             ("flows.idle_timeout_s", f.idle_timeout_s),
             ("flows.hello_timeout_ms", f.hello_timeout_ms),
             ("flows.sweep_interval_ms", f.sweep_interval_ms),
+            ("flows.volume_interval_s", f.volume_interval_s),
         ] {
             if v == 0 {
                 bail!("{name}: must be > 0");

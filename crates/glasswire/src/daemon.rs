@@ -69,13 +69,18 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     )?;
     tracing::info!(port_a = %b.port_a, port_b = %b.port_b, ?mode, "XDP program attached");
 
+    let run_nonce = run_nonce();
     let mut workers = Vec::new();
     for (i, &queue) in b.queues.iter().enumerate() {
         let wc = WorkerConfig {
             ports: [b.port_a.clone(), b.port_b.clone()],
             queue,
             core: b.cores.get(i).copied(),
-            flows: cfg.flows.flow_table(b.fast_path && !b.userspace_forward),
+            flows: cfg.flows.flow_table(
+                b.fast_path && !b.userspace_forward,
+                session_id_base(run_nonce, queue),
+            ),
+            sessions: None,
             policy: policy.shared.clone(),
             batch_size: b.batch_size,
             xsk: XskOptions {
@@ -102,6 +107,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         program.verdict_map()?,
         cfg.flows.sweeper(),
         sweep_stats.clone(),
+        None,
         stop.clone(),
     )
     .context("starting the flow-map sweeper")?;
@@ -160,6 +166,27 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     drop(program);
     tracing::info!("stopped; XDP program detached");
     result
+}
+
+/// 16 random bits per run, so that session ids of two runs of the daemon differ.
+fn run_nonce() -> u16 {
+    let mut b = [0u8; 2];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = [(t >> 8) as u8, t as u8];
+    }
+    u16::from_be_bytes(b)
+}
+
+/// Session ids: 16 bits of run, 8 of queue, 40 of counter.
+fn session_id_base(run: u16, queue: u32) -> u64 {
+    (u64::from(run) << 48) | (u64::from(queue & 0xff) << 40)
 }
 
 /// RX queues of an interface, from sysfs; `None` when sysfs does not say (the socket

@@ -1,4 +1,5 @@
 use super::*;
+use crate::session::{SessionEventKind, Volume};
 use classify::policy::PolicySpec;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -81,7 +82,7 @@ impl Rig {
         ] {
             let (_, action, outs) = self.feed(from, &f);
             assert_eq!(action, Action::Forward);
-            assert!(outs.is_empty());
+            assert!(outs.iter().all(|o| matches!(o, Output::Session(_))));
         }
     }
 
@@ -98,6 +99,24 @@ fn transmitted(outs: &[Output<u32>]) -> Vec<u32> {
                 assert_eq!(*to, Port::B, "held client frames go to the server side");
                 Some(*frame)
             }
+            _ => None,
+        })
+        .collect()
+}
+
+fn freed(outs: &[Output<u32>]) -> Vec<u32> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Free(h) => Some(*h),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outs: &[Output<u32>]) -> Vec<(SessionEventKind, Option<&'static str>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Session(e) => Some((e.kind, e.reason)),
             _ => None,
         })
         .collect()
@@ -145,10 +164,7 @@ fn a_blocked_sni_frees_the_hello_resets_both_ends_and_drops_the_rest() {
     rig.handshake();
     let (h, action, outs) = rig.client_data(0, PY_HELLO);
     assert_eq!(action, Action::Hold);
-    assert!(
-        outs.contains(&Output::Free(h)),
-        "the hello never reaches the server"
-    );
+    assert!(freed(&outs).contains(&h), "the hello never reaches the server");
     assert!(transmitted(&outs).is_empty());
     assert_eq!(verdicts(&outs), vec![Verdict::Block]);
     let resets: Vec<(Port, Vec<u8>)> = outs
@@ -245,7 +261,14 @@ fn a_reset_while_holding_frees_the_held_frames_and_forgets_the_flow() {
     let (h, _, _) = rig.client_data(0, &CURL_HELLO[..100]);
     let (_, action, outs) = rig.feed(Port::B, &seg(false, SERVER_ISN + 1, None, "R", b""));
     assert_eq!(action, Action::Forward);
-    assert_eq!(outs, vec![Output::Free(h)]);
+    assert_eq!(freed(&outs), vec![h]);
+    assert_eq!(
+        events(&outs),
+        vec![
+            (SessionEventKind::Volume, None),
+            (SessionEventKind::EndAbnormal, Some("rst_from_server"))
+        ]
+    );
     assert_eq!(rig.fwd.flow_count(), 0);
     assert_eq!(rig.stats.flows.frames_held.get(), 0);
 }
@@ -269,7 +292,7 @@ fn an_unfinished_hello_times_out_and_takes_the_unclassified_action() {
     let (h, _, _) = rig.feed(Port::A, &first);
     rig.fwd.poll(rig.now + Duration::from_secs(6), |_| &first[..]);
     let outs: Vec<_> = rig.fwd.outputs().collect();
-    assert!(outs.contains(&Output::Free(h)));
+    assert!(freed(&outs).contains(&h));
     assert_eq!(verdicts(&outs), vec![Verdict::Block]);
     assert_eq!(rig.stats.flows.resets_sent.get(), 2);
 }
@@ -368,4 +391,161 @@ fn non_ip_is_forwarded() {
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.extend_from_slice(&[0; 28]);
     assert_eq!(rig.feed(Port::A, &arp).1, Action::Forward);
+}
+
+/// Every session event of a run, in order, with the totals of the end.
+fn session_log(outs: &[Output<u32>]) -> Vec<(SessionEventKind, Option<&'static str>, Option<Volume>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Session(e) => Some((e.kind, e.reason, e.volume)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_seen_to_its_end_in_userspace_records_start_volume_and_a_normal_end() {
+    let cfg = FlowConfig {
+        fast_path: false,
+        volume_interval: Duration::from_secs(60),
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    let mut all = Vec::new();
+    let mut wire_bytes = [0u64; 2];
+    let mut feed = |rig: &mut Rig, from: Port, f: Vec<u8>, all: &mut Vec<Output<u32>>| {
+        wire_bytes[usize::from(from == Port::B)] += f.len() as u64;
+        let (_, _, outs) = rig.feed(from, &f);
+        all.extend(outs);
+    };
+    feed(&mut rig, Port::A, seg(true, CLIENT_ISN, None, "S", b""), &mut all);
+    feed(
+        &mut rig,
+        Port::B,
+        seg(false, SERVER_ISN, Some(CLIENT_ISN + 1), "S", b""),
+        &mut all,
+    );
+    assert!(events(&all).is_empty(), "no start before the handshake is whole");
+    feed(
+        &mut rig,
+        Port::A,
+        seg(true, CLIENT_ISN + 1, Some(SERVER_ISN + 1), "", b""),
+        &mut all,
+    );
+    assert_eq!(events(&all), vec![(SessionEventKind::Start, None)]);
+    feed(
+        &mut rig,
+        Port::A,
+        seg(true, CLIENT_ISN + 1, Some(SERVER_ISN + 1), "", b"GET /"),
+        &mut all,
+    );
+    feed(
+        &mut rig,
+        Port::B,
+        seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 6), "", &[7u8; 1000]),
+        &mut all,
+    );
+    rig.fwd.poll(rig.now + Duration::from_secs(61), |_| &[][..]);
+    all.extend(rig.fwd.outputs());
+    feed(
+        &mut rig,
+        Port::A,
+        seg(true, CLIENT_ISN + 6, Some(SERVER_ISN + 1001), "F", b""),
+        &mut all,
+    );
+    feed(
+        &mut rig,
+        Port::B,
+        seg(false, SERVER_ISN + 1001, Some(CLIENT_ISN + 7), "F", b""),
+        &mut all,
+    );
+    rig.fwd.poll(rig.now + Duration::from_secs(64), |_| &[][..]);
+    all.extend(rig.fwd.outputs());
+    let log = session_log(&all);
+    let kinds: Vec<_> = log.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SessionEventKind::Start,
+            SessionEventKind::Volume,
+            SessionEventKind::Volume,
+            SessionEventKind::EndNormal
+        ]
+    );
+    let first = log[1].2.unwrap();
+    assert_eq!(first.packets, [3, 2]);
+    let total = log[3].2.unwrap();
+    assert_eq!(total.packets, [4, 3]);
+    assert_eq!(
+        total.bytes, wire_bytes,
+        "the end's byte counts are the frames' lengths, per direction"
+    );
+    let Output::Session(end) = all
+        .iter()
+        .rev()
+        .find(|o| matches!(o, Output::Session(_)))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(end.session.verdict, Some("pass"));
+    assert_eq!(end.session.rule.as_deref(), Some("not_tls"));
+    assert_eq!(end.session.client, "10.0.0.1:40000".parse().unwrap());
+}
+
+#[test]
+fn a_bypassed_session_is_handed_to_the_kernel_with_its_counts() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (_, _, outs) = rig.client_data(0, CURL_HELLO);
+    assert!(events(&outs).is_empty());
+    rig.fwd.poll(rig.now + Duration::from_secs(6), |_| &[][..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    let handoffs: Vec<&KernelSession> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Handoff(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handoffs.len(), 1);
+    let k = handoffs[0];
+    assert_eq!(k.counts.total[0], 3, "SYN, ACK and the hello from the client");
+    assert_eq!(k.counts.total[1], 1, "the SYN/ACK");
+    assert_eq!(k.info.verdict, Some("bypass"));
+    assert_eq!(
+        k.info.hello.as_ref().and_then(|h| h.sni.as_deref()),
+        Some("test.example")
+    );
+    assert!(
+        events(&outs).is_empty(),
+        "the sweeper records its end, not the worker"
+    );
+}
+
+#[test]
+fn resets_blocks_and_mid_stream_starts_are_recorded_as_abnormal() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (_, _, outs) = rig.client_data(0, PY_HELLO);
+    assert_eq!(
+        events(&outs),
+        vec![
+            (SessionEventKind::Volume, None),
+            (SessionEventKind::EndAbnormal, Some("blocked"))
+        ]
+    );
+
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    let (_, _, outs) = rig.client_data(0, b"midway");
+    assert_eq!(
+        events(&outs),
+        vec![(SessionEventKind::StartAbnormal, Some("midstream"))]
+    );
+
+    // A SYN nobody answers is not a session: it leaves no record when it times out.
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.feed(Port::A, &seg(true, 1, None, "S", b""));
+    rig.fwd.poll(rig.now + Duration::from_secs(31), |_| &[][..]);
+    assert!(events(&rig.fwd.outputs().collect::<Vec<_>>()).is_empty());
 }

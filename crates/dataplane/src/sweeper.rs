@@ -128,13 +128,15 @@ fn oriented(state: &FlowState, client_dir: Direction) -> [u64; 4] {
 
 /// One walk's decisions, without I/O: which entries to remove (and why), and the session
 /// events that are due. `now_ns` is the kernel's clock, `now` the same moment as an
-/// `Instant` for the events.
+/// `Instant` for the events. `awaiting_handoffs`: sessions are being recorded, so a
+/// bypassed entry is kept until its worker has handed it over.
 pub fn plan_sweep(
     entries: &[(FlowKey, FlowState)],
     now_ns: u64,
     now: Instant,
     cfg: &SweepConfig,
     book: &mut SessionBook,
+    awaiting_handoffs: bool,
 ) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
     let mut evict = Vec::new();
     let mut events = Vec::new();
@@ -144,7 +146,7 @@ pub fn plan_sweep(
         let Some(f) = book.get_mut(key) else {
             // Not handed over (yet): blocked flows never are; a bypassed one will be soon.
             let quiet = Duration::from_nanos(now_ns.saturating_sub(state.last_seen_ns));
-            let handed_over_long_ago = quiet >= cfg.closed_linger + cfg.handoff_grace;
+            let handed_over_long_ago = !awaiting_handoffs || quiet >= cfg.closed_linger + cfg.handoff_grace;
             if let Some(why) =
                 why.filter(|w| *w == Eviction::Blocked || *w == Eviction::Idle || handed_over_long_ago)
             {
@@ -253,7 +255,7 @@ pub fn sweep(
             v if v == Verdict::Block as u32 => (p, b + 1),
             _ => (p, b),
         });
-    let (evict, events) = plan_sweep(&entries, now_ns, now, cfg, book);
+    let (evict, events) = plan_sweep(&entries, now_ns, now, cfg, book, sessions.is_some());
     let mut total = entries.len() as u64;
     for (key, why) in &evict {
         if map.remove(key)? {
@@ -379,7 +381,14 @@ mod tests {
         st.packets[1 - c] = 20;
         st.bytes[1 - c] = 30000;
         // Within the interval: nothing to say.
-        let (ev, events) = plan_sweep(&[(key, st)], 11 * S, t0 + Duration::from_secs(1), &cfg, &mut book);
+        let (ev, events) = plan_sweep(
+            &[(key, st)],
+            11 * S,
+            t0 + Duration::from_secs(1),
+            &cfg,
+            &mut book,
+            true,
+        );
         assert!(ev.is_empty() && events.is_empty());
         // An interval later: one volume record with everything so far.
         let (_, events) = plan_sweep(
@@ -427,13 +436,13 @@ mod tests {
         let closed = state(Verdict::Bypass, FlowState::RST, 100);
         let mut book = SessionBook::new();
         // Closed, but no handoff yet: kept for the grace period, then dropped silently.
-        let (ev, _) = plan_sweep(&[(key, closed)], 105 * S, t0, &cfg, &mut book);
+        let (ev, _) = plan_sweep(&[(key, closed)], 105 * S, t0, &cfg, &mut book, true);
         assert!(ev.is_empty());
-        let (ev, _) = plan_sweep(&[(key, closed)], 113 * S, t0, &cfg, &mut book);
+        let (ev, _) = plan_sweep(&[(key, closed)], 113 * S, t0, &cfg, &mut book, true);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         // A followed session whose entry vanished from the map.
         follow(&mut book, handed_over(key, dir, t0));
-        let (_, events) = plan_sweep(&[], 114 * S, t0, &cfg, &mut book);
+        let (_, events) = plan_sweep(&[], 114 * S, t0, &cfg, &mut book, true);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, SessionEventKind::EndAbnormal);
         assert_eq!(events[0].reason, Some("kernel_map_full"));

@@ -397,6 +397,7 @@ mod tests {
             t0 + Duration::from_secs(61),
             &cfg,
             &mut book,
+            true,
         );
         assert_eq!(events.len(), 1);
         let v = events[0].volume.unwrap();
@@ -412,6 +413,7 @@ mod tests {
             t0 + Duration::from_secs(63),
             &cfg,
             &mut book,
+            true,
         );
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();

@@ -254,8 +254,8 @@ impl<H: Copy> Forwarder<H> {
         handle: H,
         now: Instant,
     ) -> Action {
-        if self.flows.contains_key(&key) {
-            return self.on_tracked(frame, key, dir, tcp, handle, now);
+        if let Some(action) = self.on_tracked(frame, key, dir, tcp, handle, now) {
+            return action;
         }
         let fs = &self.stats.flows;
         let opening = tcp.syn && !tcp.ack;
@@ -316,9 +316,11 @@ impl<H: Copy> Forwarder<H> {
         self.flows.insert(key, flow);
         fs.tracked.set(self.flows.len() as u64);
         self.on_tracked(frame, key, dir, tcp, handle, now)
+            .unwrap_or(Action::Forward)
     }
 
-    /// A frame of a flow in the table.
+    /// A frame of a flow in the table; `None` if the flow is not in it. One lookup
+    /// either way: this is the per-frame path.
     fn on_tracked(
         &mut self,
         frame: &[u8],
@@ -327,11 +329,9 @@ impl<H: Copy> Forwarder<H> {
         tcp: &TcpSummary<'_>,
         handle: H,
         now: Instant,
-    ) -> Action {
+    ) -> Option<Action> {
         let fs = &self.stats.flows;
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return Action::Forward;
-        };
+        let flow = self.flows.get_mut(&key)?;
         flow.last_seen = now;
         let from_client = dir == flow.client_dir;
         flow.counts.add(from_client, frame.len() as u64);
@@ -358,7 +358,7 @@ impl<H: Copy> Forwarder<H> {
             self.flows.remove(&key);
             fs.tracked.set(self.flows.len() as u64);
             fs.closed_by_rst.incr();
-            return if blocked { Action::Drop } else { Action::Forward };
+            return Some(if blocked { Action::Drop } else { Action::Forward });
         }
         if !tcp.payload.is_empty() && flow.fin == [true, true] && !flow.ended {
             // Data after both sides closed: not a session that ended normally.
@@ -375,7 +375,7 @@ impl<H: Copy> Forwarder<H> {
                 *f = true;
             }
         }
-        match &mut flow.stage {
+        let action = match &mut flow.stage {
             Stage::Blocked => {
                 fs.dropped_blocked.incr();
                 Action::Drop
@@ -401,7 +401,7 @@ impl<H: Copy> Forwarder<H> {
                     }));
                 }
                 if tcp.payload.is_empty() {
-                    return Action::Forward;
+                    return Some(Action::Forward);
                 }
                 if !from_client {
                     // The server spoke first (SMTP, SSH, ...): not a TLS client.
@@ -409,7 +409,7 @@ impl<H: Copy> Forwarder<H> {
                     flow.stage = Stage::Passing;
                     set_decision(flow, "pass", "not_tls".into(), None);
                     self.pass(key);
-                    return Action::Forward;
+                    return Some(Action::Forward);
                 }
                 flow.stage = Stage::Classifying(Box::new(Classifying {
                     payload_start,
@@ -422,7 +422,8 @@ impl<H: Copy> Forwarder<H> {
             }
             Stage::Classifying(_) if !from_client => Action::Forward,
             Stage::Classifying(_) => self.hold_client_frame(frame, key, dir, tcp, handle, now),
-        }
+        };
+        Some(action)
     }
 
     /// A client frame of a flow whose hello is being read: held, and fed to the reader.

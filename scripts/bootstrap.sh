@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # building: the XDP program (clang, libbpf-dev), xsk-rs's vendored libxdp/libbpf
   build-essential clang llvm libclang-dev libbpf-dev libelf-dev zlib1g-dev libpcap-dev m4 pkg-config
   # the testbed and the end-to-end tests
-  iproute2 ethtool iputils-ping curl python3 tcpdump tshark nginx iperf3 ca-certificates
+  iproute2 ethtool iputils-ping curl python3 tcpdump tshark nginx iperf3 ca-certificates rsyslog rsyslog-gnutls
 )
 
 if [ "$(id -u)" -ne 0 ]; then

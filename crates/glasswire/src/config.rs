@@ -17,6 +17,9 @@ pub struct Config {
     /// Which TLS flows are bypassed, blocked (or, later, intercepted): docs/policy.md.
     #[serde(default)]
     pub policy: PolicySpec,
+    /// The session log's sinks (docs/sessionlog.md); none by default.
+    #[serde(default, skip_serializing)]
+    pub log: sessionlog::LogConfig,
     /// Directory of the config file: relative list paths in `[policy.lists]` start here.
     #[serde(skip)]
     pub base_dir: PathBuf,

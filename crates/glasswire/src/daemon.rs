@@ -69,6 +69,30 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     )?;
     tracing::info!(port_a = %b.port_a, port_b = %b.port_b, ?mode, "XDP program attached");
 
+    // The session log: a logger thread behind a bounded channel, fed by the workers and
+    // the sweeper; workers hand sessions the kernel carries to the sweeper.
+    let logging = cfg.log.jsonl.is_some() || cfg.log.syslog.is_some();
+    let (logger, sessions, sweeper_sessions) = if logging {
+        let (logger, sender) =
+            sessionlog::Logger::start(cfg.log.clone()).context("starting the session log")?;
+        let events = crate::sessions::sink(sender, crate::sessions::Clock::now());
+        let (handoff, handoffs) = std::sync::mpsc::sync_channel(HANDOFF_QUEUE);
+        (
+            Some(logger),
+            Some(dataplane::SessionOutputs {
+                events: events.clone(),
+                handoff,
+            }),
+            Some(dataplane::SweeperSessions {
+                handoffs,
+                events: dataplane::SessionEventsSink(events),
+            }),
+        )
+    } else {
+        (None, None, None)
+    };
+    let log_stats = logger.as_ref().map(|l| l.stats());
+
     let run_nonce = run_nonce();
     let mut workers = Vec::new();
     for (i, &queue) in b.queues.iter().enumerate() {
@@ -80,7 +104,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
                 b.fast_path && !b.userspace_forward,
                 session_id_base(run_nonce, queue),
             ),
-            sessions: None,
+            sessions: sessions.clone(),
             policy: policy.shared.clone(),
             batch_size: b.batch_size,
             xsk: XskOptions {
@@ -107,7 +131,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         program.verdict_map()?,
         cfg.flows.sweeper(),
         sweep_stats.clone(),
-        None,
+        sweeper_sessions,
         stop.clone(),
     )
     .context("starting the flow-map sweeper")?;
@@ -138,6 +162,9 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
             started.elapsed(),
         );
         v["kernel_flows"] = snap_sweep.snapshot().into();
+        if let Some(l) = &log_stats {
+            v["session_log"] = l.snapshot();
+        }
         v["policy"] = json!({
             "summary": *snap_policy.summary.lock().unwrap_or_else(|e| e.into_inner()),
             "generation": snap_policy.shared.generation(),
@@ -164,9 +191,18 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     }
     drop(stats);
     drop(program);
+    drop(sessions);
+    if let Some(logger) = logger {
+        if let Err(e) = logger.shutdown() {
+            tracing::error!(error = %format!("{e:#}"), "the session log did not shut down cleanly");
+        }
+    }
     tracing::info!("stopped; XDP program detached");
     result
 }
+
+/// Sessions handed from the workers to the sweeper that may wait to be picked up.
+const HANDOFF_QUEUE: usize = 65_536;
 
 /// 16 random bits per run, so that session ids of two runs of the daemon differ.
 fn run_nonce() -> u16 {

@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod demo;
 mod policy_cmd;
+mod sessions;
 mod stats_cmd;
 mod testbed;
 

@@ -434,3 +434,121 @@ impl Testbed {
         self.start_bridge_argv(&args)
     }
 }
+
+/// TLS ports nginx listens on: the usual one, a common alternative, and one no port
+/// list would name.
+pub const TLS_PORTS: [u16; 3] = [443, 8443, 5999];
+
+/// nginx serving `dir/www` over TLS with a certificate for ok.example and
+/// blocked.example, in the server namespace; stopped when dropped.
+pub struct Nginx(Child);
+
+impl Nginx {
+    pub fn start(tb: &Testbed, dir: &Path) -> Self {
+        let d = dir.display();
+        let made = run(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ok.example",
+            "-addext",
+            "subjectAltName=DNS:ok.example,DNS:blocked.example",
+            "-keyout",
+            &format!("{d}/key.pem"),
+            "-out",
+            &format!("{d}/cert.pem"),
+        ]);
+        assert!(
+            made.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let listens: String = TLS_PORTS
+            .iter()
+            .map(|p| format!("    listen {p} ssl;\n    listen [::]:{p} ssl;\n"))
+            .collect();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+             fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
+             server {{\n{listens}    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n    root {d}/www;\n  }}\n}}\n"
+        );
+        std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let conf_path = format!("{d}/nginx.conf");
+        let mut child = tb.spawn_in(
+            &tb.s("server_ns"),
+            &[
+                "nginx",
+                "-p",
+                &d.to_string(),
+                "-c",
+                &conf_path,
+                "-g",
+                "daemon off;",
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = tb.server(&["ss", "-ltnH", "sport = :5999"]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Self(child);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// curl in the client namespace to https://NAME:PORT/PATH at `addr`, verifying the
+/// server against the test's certificate.
+pub fn curl_tls(
+    tb: &Testbed,
+    dir: &Path,
+    name: &str,
+    addr: &str,
+    port: u16,
+    path: &str,
+    out: &Path,
+) -> Output {
+    let resolve = if addr.contains(':') {
+        format!("{name}:{port}:[{addr}]")
+    } else {
+        format!("{name}:{port}:{addr}")
+    };
+    tb.client(&[
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "20",
+        "--cacert",
+        dir.join("cert.pem").to_str().expect("path"),
+        "--resolve",
+        &resolve,
+        "-o",
+        out.to_str().expect("path"),
+        &format!("https://{name}:{port}/{path}"),
+    ])
+}

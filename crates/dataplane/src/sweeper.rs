@@ -146,10 +146,10 @@ pub fn plan_sweep(
         let Some(f) = book.get_mut(key) else {
             // Not handed over (yet): blocked flows never are; a bypassed one will be soon.
             let quiet = Duration::from_nanos(now_ns.saturating_sub(state.last_seen_ns));
+            // Workers hand a session over a few seconds after its verdict; an entry that
+            // expires sooner (closed, or idle under a short timeout) waits for it.
             let handed_over_long_ago = !awaiting_handoffs || quiet >= cfg.closed_linger + cfg.handoff_grace;
-            if let Some(why) =
-                why.filter(|w| *w == Eviction::Blocked || *w == Eviction::Idle || handed_over_long_ago)
-            {
+            if let Some(why) = why.filter(|w| *w == Eviction::Blocked || handed_over_long_ago) {
                 evict.push((*key, why));
             }
             continue;

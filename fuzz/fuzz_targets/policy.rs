@@ -5,37 +5,16 @@
 #![no_main]
 
 use classify::policy::{FlowFacts, Policy, PolicySpec};
-use classify::{ClientHelloInfo, ProtocolVersion, VersionFamily};
+use classify::{ClientHelloInfo, VersionFamily};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-
-fn hello(sni: Option<String>) -> ClientHelloInfo {
-    ClientHelloInfo {
-        version_family: VersionFamily::Tls13,
-        record_version: Some(ProtocolVersion::TLS1_0),
-        legacy_version: ProtocolVersion::TLS1_2,
-        offered_versions: vec![ProtocolVersion::TLS1_3],
-        max_version: ProtocolVersion::TLS1_3,
-        sni,
-        alpn: vec![b"h2".to_vec()],
-        cipher_suites: Vec::new(),
-        extensions: Vec::new(),
-        ech_offered: false,
-        supported_groups: Vec::new(),
-        key_share_groups: Vec::new(),
-        signature_algorithms: Vec::new(),
-        grease_seen: false,
-        ja4: String::new(),
-        ja4_raw: String::new(),
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let (toml_part, list_part) = data.split_at(data.len() / 2);
     let list = String::from_utf8_lossy(list_part).into_owned();
     let read = |_: &Path| Ok(list.clone());
     let sni = list.lines().next().map(str::to_string);
-    let h = hello(sni);
+    let h = ClientHelloInfo::with_policy_fields(sni, &["h2"], VersionFamily::Tls13);
     let facts = FlowFacts {
         src: [10, 0, 0, 1].into(),
         dst: std::net::IpAddr::from([list_part.first().copied().unwrap_or(0), 0, 0, 2]),

@@ -132,6 +132,41 @@ pub struct ClientHelloInfo {
     pub ja4_raw: String,
 }
 
+impl ClientHelloInfo {
+    /// A hello carrying only what a policy looks at (server name, ALPN, newest version
+    /// offered), for `glasswire policy check`, tests and fuzzing: no suites, no
+    /// extensions, no fingerprint.
+    pub fn with_policy_fields(sni: Option<String>, alpn: &[&str], version_family: VersionFamily) -> Self {
+        let max_version = match version_family {
+            VersionFamily::LegacySslv2 => ProtocolVersion::SSL2,
+            VersionFamily::Ssl3 => ProtocolVersion::SSL3,
+            VersionFamily::Tls10 => ProtocolVersion::TLS1_0,
+            VersionFamily::Tls11 => ProtocolVersion::TLS1_1,
+            VersionFamily::Tls12 => ProtocolVersion::TLS1_2,
+            VersionFamily::Tls13 => ProtocolVersion::TLS1_3,
+            VersionFamily::Unknown(v) => ProtocolVersion(v),
+        };
+        Self {
+            version_family,
+            record_version: Some(ProtocolVersion::TLS1_0),
+            legacy_version: max_version.min(ProtocolVersion::TLS1_2),
+            offered_versions: vec![max_version],
+            max_version,
+            sni,
+            alpn: alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            cipher_suites: Vec::new(),
+            extensions: Vec::new(),
+            ech_offered: false,
+            supported_groups: Vec::new(),
+            key_share_groups: Vec::new(),
+            signature_algorithms: Vec::new(),
+            grease_seen: false,
+            ja4: String::new(),
+            ja4_raw: String::new(),
+        }
+    }
+}
+
 /// Decodes a TLS ClientHello body (the handshake message after its 4-byte header).
 /// `record_version` is the first record header's version, kept for the report.
 pub fn parse_tls(body: &[u8], record_version: ProtocolVersion) -> Result<ClientHelloInfo, DecodeError> {

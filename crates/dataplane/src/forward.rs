@@ -20,7 +20,7 @@
 
 use crate::hash::KeyedFoldHash;
 use crate::port::Port;
-use crate::session::{endpoints, Counts, KernelSession, SessionEvent, SessionEventKind, SessionInfo};
+use crate::session::{endpoints, Counts, KernelSession, SessionEvent, SessionEventKind, SessionInfo, Volume};
 use crate::stats::WorkerStats;
 use classify::policy::{Action as PolicyAction, Decision, FlowFacts, Policy, RuleRef};
 use classify::{ClientHelloAssembler, ClientHelloInfo, NotTls, Progress};
@@ -136,6 +136,25 @@ struct Flow<H> {
     ended: bool,
     info: Arc<SessionInfo>,
     counts: Counts,
+}
+
+impl<H> Flow<H> {
+    /// One of this session's events, as an output.
+    fn event(
+        &self,
+        at: Instant,
+        kind: SessionEventKind,
+        volume: Option<Volume>,
+        reason: Option<&'static str>,
+    ) -> Output<H> {
+        Output::Session(SessionEvent {
+            at,
+            kind,
+            session: self.info.clone(),
+            volume,
+            reason,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -306,13 +325,8 @@ impl<H: Copy> Forwarder<H> {
             payload_start: tcp.seq,
         };
         flow.started = true;
-        self.outputs.push(Output::Session(SessionEvent {
-            at: now,
-            kind: SessionEventKind::StartAbnormal,
-            session: flow.info.clone(),
-            volume: None,
-            reason: Some("midstream"),
-        }));
+        self.outputs
+            .push(flow.event(now, SessionEventKind::StartAbnormal, None, Some("midstream")));
         self.flows.insert(key, flow);
         fs.tracked.set(self.flows.len() as u64);
         self.on_tracked(frame, key, dir, tcp, handle, now)
@@ -392,13 +406,8 @@ impl<H: Copy> Forwarder<H> {
                 let payload_start = *payload_start;
                 if from_client && tcp.ack && flow.synack_seen && !flow.started {
                     flow.started = true;
-                    self.outputs.push(Output::Session(SessionEvent {
-                        at: now,
-                        kind: SessionEventKind::Start,
-                        session: flow.info.clone(),
-                        volume: None,
-                        reason: None,
-                    }));
+                    self.outputs
+                        .push(flow.event(now, SessionEventKind::Start, None, None));
                 }
                 if tcp.payload.is_empty() {
                     return Some(Action::Forward);
@@ -516,7 +525,6 @@ impl<H: Copy> Forwarder<H> {
                         client_dir: flow.client_dir,
                         info: flow.info.clone(),
                         counts: flow.counts,
-                        fin: flow.fin,
                     }));
                     flow.ended = true;
                 } else if closed {
@@ -528,13 +536,8 @@ impl<H: Copy> Forwarder<H> {
                 && !flow.ended
                 && now.saturating_duration_since(flow.counts.interval_start) >= cfg.volume_interval
             {
-                outputs.push(Output::Session(SessionEvent {
-                    at: now,
-                    kind: SessionEventKind::Volume,
-                    session: flow.info.clone(),
-                    volume: Some(flow.counts.take_interval(now)),
-                    reason: None,
-                }));
+                let volume = flow.counts.take_interval(now);
+                outputs.push(flow.event(now, SessionEventKind::Volume, Some(volume), None));
             }
             keep
         });
@@ -729,20 +732,9 @@ fn end_session<H>(
         return;
     }
     flow.ended = true;
-    outputs.push(Output::Session(SessionEvent {
-        at: now,
-        kind: SessionEventKind::Volume,
-        session: flow.info.clone(),
-        volume: Some(flow.counts.take_interval(now)),
-        reason: None,
-    }));
-    outputs.push(Output::Session(SessionEvent {
-        at: now,
-        kind,
-        session: flow.info.clone(),
-        volume: Some(flow.counts.totals(now)),
-        reason,
-    }));
+    let last = flow.counts.take_interval(now);
+    outputs.push(flow.event(now, SessionEventKind::Volume, Some(last), None));
+    outputs.push(flow.event(now, kind, Some(flow.counts.totals(now)), reason));
 }
 
 #[cfg(test)]

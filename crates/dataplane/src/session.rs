@@ -144,8 +144,6 @@ pub struct KernelSession {
     pub client_dir: Direction,
     pub info: Arc<SessionInfo>,
     pub(crate) counts: Counts,
-    /// FIN seen in userspace from the client, from the server.
-    pub fin: [bool; 2],
 }
 
 /// Endpoints of a flow whose client sends in direction `client_dir`.

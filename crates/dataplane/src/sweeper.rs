@@ -283,8 +283,8 @@ pub fn sweep(
     Ok(())
 }
 
-/// Sweeps every `cfg.interval` until `stop` is set; then records the end of every session
-/// it still follows (the bridge stops carrying them).
+/// Sweeps every `cfg.interval` until `stop` is set. Sessions still open then get no end
+/// record.
 pub fn spawn_sweeper(
     map: VerdictMap,
     cfg: SweepConfig,
@@ -352,7 +352,6 @@ mod tests {
                 c.add(true, 583);
                 c
             },
-            fin: [false; 2],
         }
     }
 

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use anyhow::{bail, Result};
 use classify::policy::{FlowFacts, TlsVersionMatch};
-use classify::{ClientHelloInfo, ProtocolVersion, VersionFamily};
+use classify::{ClientHelloInfo, VersionFamily};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -52,7 +52,8 @@ pub fn check(config: &Path, probe: &Probe) -> Result<String> {
         },
     };
     let unspecified: IpAddr = [0, 0, 0, 0].into();
-    let hello = probe_hello(probe.sni.clone(), &probe.alpn, family);
+    let alpn: Vec<&str> = probe.alpn.iter().map(String::as_str).collect();
+    let hello = ClientHelloInfo::with_policy_fields(probe.sni.clone(), &alpn, family);
     let src = probe.src.unwrap_or(unspecified);
     let dst = probe.dst.unwrap_or(unspecified);
     if src.is_ipv4() != dst.is_ipv4() && probe.src.is_some() && probe.dst.is_some() {
@@ -75,33 +76,4 @@ pub fn check(config: &Path, probe: &Probe) -> Result<String> {
     ));
     out.push_str(&format!("decision: {decision}\n"));
     Ok(out)
-}
-
-fn probe_hello(sni: Option<String>, alpn: &[String], version_family: VersionFamily) -> ClientHelloInfo {
-    let version = match version_family {
-        VersionFamily::LegacySslv2 => ProtocolVersion::SSL2,
-        VersionFamily::Ssl3 => ProtocolVersion::SSL3,
-        VersionFamily::Tls10 => ProtocolVersion::TLS1_0,
-        VersionFamily::Tls11 => ProtocolVersion::TLS1_1,
-        VersionFamily::Tls12 | VersionFamily::Unknown(_) => ProtocolVersion::TLS1_2,
-        VersionFamily::Tls13 => ProtocolVersion::TLS1_3,
-    };
-    ClientHelloInfo {
-        version_family,
-        record_version: Some(ProtocolVersion::TLS1_0),
-        legacy_version: version.min(ProtocolVersion::TLS1_2),
-        offered_versions: vec![version],
-        max_version: version,
-        sni,
-        alpn: alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        cipher_suites: Vec::new(),
-        extensions: Vec::new(),
-        ech_offered: false,
-        supported_groups: Vec::new(),
-        key_share_groups: Vec::new(),
-        signature_algorithms: Vec::new(),
-        grease_seen: false,
-        ja4: String::new(),
-        ja4_raw: String::new(),
-    }
 }

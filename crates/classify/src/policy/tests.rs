@@ -6,28 +6,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::client_hello::{ProtocolVersion, VersionFamily};
+use crate::client_hello::VersionFamily;
 
 /// A hello with just what policy looks at.
 fn hello(sni: Option<&str>, alpn: &[&str], version_family: VersionFamily) -> ClientHelloInfo {
-    ClientHelloInfo {
-        version_family,
-        record_version: Some(ProtocolVersion::TLS1_0),
-        legacy_version: ProtocolVersion::TLS1_2,
-        offered_versions: Vec::new(),
-        max_version: ProtocolVersion::TLS1_3,
-        sni: sni.map(str::to_owned),
-        alpn: alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        cipher_suites: vec![0x1301],
-        extensions: Vec::new(),
-        ech_offered: false,
-        supported_groups: Vec::new(),
-        key_share_groups: Vec::new(),
-        signature_algorithms: Vec::new(),
-        grease_seen: false,
-        ja4: String::new(),
-        ja4_raw: String::new(),
-    }
+    ClientHelloInfo::with_policy_fields(sni.map(str::to_owned), alpn, version_family)
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -7,7 +7,7 @@
 //! to push out live flows to make room for dead ones.
 
 use crate::session::{EventSink, KernelSession, SessionEvent, SessionEventKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -140,7 +140,7 @@ pub fn plan_sweep(
 ) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
     let mut evict = Vec::new();
     let mut events = Vec::new();
-    let mut seen: Vec<FlowKey> = Vec::with_capacity(book.len());
+    let mut seen: HashSet<FlowKey> = HashSet::with_capacity(book.len());
     for (key, state) in entries {
         let why = expired(state, now_ns, cfg);
         let Some(f) = book.get_mut(key) else {
@@ -154,7 +154,7 @@ pub fn plan_sweep(
             }
             continue;
         };
-        seen.push(*key);
+        seen.insert(*key);
         let current = oriented(state, f.session.client_dir);
         let mut delta = [0u64; 4];
         for ((d, c), s) in delta.iter_mut().zip(current).zip(f.kernel_seen) {

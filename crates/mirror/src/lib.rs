@@ -1,0 +1,1 @@
+//! Mirror (issue 7). Work in progress.

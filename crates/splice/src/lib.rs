@@ -1,0 +1,1 @@
+//! TCP takeover (issue 6). Work in progress.

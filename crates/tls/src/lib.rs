@@ -1,0 +1,1 @@
+//! TLS halves (issue 6). Work in progress.

@@ -54,7 +54,7 @@ enum verdict {
 // and closed flows it no longer sees. Direction 0 is lo -> hi.
 struct flow_state {
 	__u32 verdict;
-	__u32 tcp_flags; // FLOW_FIN_LO_HI | FLOW_FIN_HI_LO | FLOW_RST, as seen on the fast path
+	__u32 tcp_flags; // FLOW_* below, as seen on the fast path
 	__u64 packets[2];
 	__u64 bytes[2];
 	__u64 last_seen_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
@@ -63,6 +63,10 @@ struct flow_state {
 #define FLOW_FIN_LO_HI 1
 #define FLOW_FIN_HI_LO 2
 #define FLOW_RST 4
+// A frame with payload after both FINs: the session did not end normally.
+#define FLOW_AFTER_CLOSE 8
+// Not stored: the frame carries payload (parse() to the verdict check).
+#define FRAME_PAYLOAD 0x100
 
 struct port_info {
 	__u32 index; // 0 = port A (client side), 1 = port B (server side)
@@ -190,6 +194,7 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 
 	__u8 src[16] = {}, dst[16] = {};
 	void *l4;
+	__u32 l4_len; // TCP header and payload, from the IP header's length field
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
 		if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
@@ -200,6 +205,7 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return P_USERSPACE;
 		l4 = l3 + ip->ihl * 4;
+		l4_len = bpf_ntohs(ip->tot_len) - ip->ihl * 4;
 		__builtin_memcpy(src, &ip->saddr, 4);
 		__builtin_memcpy(dst, &ip->daddr, 4);
 		key->family = 4;
@@ -220,6 +226,7 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 			}
 		}
 		l4 = ip6 + 1;
+		l4_len = bpf_ntohs(ip6->payload_len);
 		__builtin_memcpy(src, &ip6->saddr, 16);
 		__builtin_memcpy(dst, &ip6->daddr, 16);
 		key->family = 6;
@@ -236,6 +243,9 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 		*flow_flags |= *dir ? FLOW_FIN_HI_LO : FLOW_FIN_LO_HI;
 	if (tcp->rst)
 		*flow_flags |= FLOW_RST;
+	// Signed: a length field smaller than the headers is not payload.
+	if ((int)l4_len > (int)(tcp->doff * 4))
+		*flow_flags |= FRAME_PAYLOAD;
 	return P_TCP;
 }
 
@@ -283,6 +293,12 @@ int glasswire_xdp(struct xdp_md *ctx)
 	__sync_fetch_and_add(&st->bytes[dir], len);
 	// Plain stores: a racing update from another CPU writes an equally recent time.
 	st->last_seen_ns = bpf_ktime_get_ns();
+	// Judged on the flags before this frame's: a FIN that carries data is no data after
+	// close.
+	__u32 both_fins = FLOW_FIN_LO_HI | FLOW_FIN_HI_LO;
+	if ((flow_flags & FRAME_PAYLOAD) && (st->tcp_flags & both_fins) == both_fins)
+		flow_flags |= FLOW_AFTER_CLOSE;
+	flow_flags &= ~FRAME_PAYLOAD;
 	if (flow_flags && (st->tcp_flags & flow_flags) != flow_flags)
 		__sync_fetch_and_or(&st->tcp_flags, flow_flags);
 	if (st->verdict == VERDICT_BLOCK) {

@@ -553,6 +553,43 @@ impl<H: Copy> Forwarder<H> {
         self.stats.flows.tracked.set(self.flows.len() as u64);
     }
 
+    /// The bridge is stopping: every session still open ends here (`end_abnormal`,
+    /// `bridge_stopped`, with its last volume; `end_normal` if both FINs were seen and
+    /// only the linger was left), except those the kernel carries, which
+    /// go to the sweeper to be ended with the kernel's counts. Held frames are freed.
+    /// The table is empty afterwards.
+    pub fn shutdown(&mut self, now: Instant) {
+        let fast_path = self.cfg.fast_path;
+        let outputs = &mut self.outputs;
+        for (key, mut flow) in self.flows.drain() {
+            if let Stage::Classifying(c) = &mut flow.stage {
+                outputs.extend(c.held.drain(..).map(Output::Free));
+            }
+            if fast_path && matches!(flow.stage, Stage::Passing) && !flow.ended {
+                flow.ended = true;
+                outputs.push(Output::Handoff(KernelSession {
+                    key,
+                    client_dir: flow.client_dir,
+                    info: flow.info.clone(),
+                    counts: flow.counts,
+                }));
+            } else if flow.fin == [true, true] {
+                end_session(outputs, &mut flow, now, SessionEventKind::EndNormal, None);
+            } else {
+                end_session(
+                    outputs,
+                    &mut flow,
+                    now,
+                    SessionEventKind::EndAbnormal,
+                    Some("bridge_stopped"),
+                );
+            }
+        }
+        self.held_total = 0;
+        self.stats.flows.frames_held.set(0);
+        self.stats.flows.tracked.set(0);
+    }
+
     /// The policy's decision for a flow whose classification finished with `progress`,
     /// and the hello when there was one.
     fn decide(

@@ -66,7 +66,8 @@ pub struct SessionEvent {
     /// On `Volume` events; on `End*` events, the session's totals.
     pub volume: Option<Volume>,
     /// Why, for `StartAbnormal`/`EndAbnormal`: `midstream`, `rst_from_client`,
-    /// `rst_from_server`, `blocked`, `after_close`, `kernel_map_full`.
+    /// `rst_from_server`, `rst` (seen in the kernel), `blocked`, `after_close`,
+    /// `kernel_map_full`, `bridge_stopped`.
     pub reason: Option<&'static str>,
 }
 

@@ -155,13 +155,7 @@ pub fn plan_sweep(
             continue;
         };
         seen.insert(*key);
-        let current = oriented(state, f.session.client_dir);
-        let mut delta = [0u64; 4];
-        for ((d, c), s) in delta.iter_mut().zip(current).zip(f.kernel_seen) {
-            *d = c.saturating_sub(s);
-        }
-        f.kernel_seen = current;
-        f.session.counts.add_all(delta);
+        absorb_kernel_counts(f, state);
         let event = |kind, volume, reason| SessionEvent {
             at: now,
             kind,
@@ -174,10 +168,7 @@ pub fn plan_sweep(
                 let volume = f.session.counts.take_interval(now);
                 events.push(event(SessionEventKind::Volume, volume, None));
                 let (kind, reason) = match why {
-                    Eviction::Closed if state.tcp_flags & FlowState::RST != 0 => {
-                        (SessionEventKind::EndAbnormal, Some("rst"))
-                    }
-                    Eviction::Closed => (SessionEventKind::EndNormal, None),
+                    Eviction::Closed => how_it_closed(state),
                     Eviction::Idle => (SessionEventKind::EndIdle, None),
                     Eviction::Blocked => (SessionEventKind::EndAbnormal, Some("blocked")),
                 };
@@ -212,6 +203,82 @@ pub fn plan_sweep(
         }
     }
     (evict, events)
+}
+
+/// The end of a session whose entry says it closed.
+fn how_it_closed(state: &FlowState) -> (SessionEventKind, Option<&'static str>) {
+    if state.tcp_flags & FlowState::RST != 0 {
+        (SessionEventKind::EndAbnormal, Some("rst"))
+    } else if state.tcp_flags & FlowState::AFTER_CLOSE != 0 {
+        (SessionEventKind::EndAbnormal, Some("after_close"))
+    } else {
+        (SessionEventKind::EndNormal, None)
+    }
+}
+
+/// Adds what the kernel counted for `f` since the last look.
+fn absorb_kernel_counts(f: &mut Followed, state: &FlowState) {
+    let current = oriented(state, f.session.client_dir);
+    let mut delta = [0u64; 4];
+    for ((d, c), s) in delta.iter_mut().zip(current).zip(f.kernel_seen) {
+        *d = c.saturating_sub(s);
+    }
+    f.kernel_seen = current;
+    f.session.counts.add_all(delta);
+}
+
+/// The bridge is stopping: every followed session ends now with its last volume,
+/// counted up to this last look at the map: as it closed if its entry says it did (the
+/// linger had not run out yet), else `end_abnormal` `bridge_stopped`.
+pub fn plan_stop(
+    entries: &[(FlowKey, FlowState)],
+    now: Instant,
+    book: &mut SessionBook,
+) -> Vec<SessionEvent> {
+    let mut events = Vec::with_capacity(book.len() * 2);
+    let mut closed: HashMap<FlowKey, (SessionEventKind, Option<&'static str>)> = HashMap::new();
+    for (key, state) in entries {
+        if let Some(f) = book.get_mut(key) {
+            absorb_kernel_counts(f, state);
+            if state.closed() {
+                closed.insert(*key, how_it_closed(state));
+            }
+        }
+    }
+    for (key, mut f) in book.drain() {
+        let (kind, reason) = closed
+            .get(&key)
+            .copied()
+            .unwrap_or((SessionEventKind::EndAbnormal, Some("bridge_stopped")));
+        let event = |kind, volume, reason| SessionEvent {
+            at: now,
+            kind,
+            session: f.session.info.clone(),
+            volume: Some(volume),
+            reason,
+        };
+        let last = f.session.counts.take_interval(now);
+        events.push(event(SessionEventKind::Volume, last, None));
+        events.push(event(kind, f.session.counts.totals(now), reason));
+    }
+    events
+}
+
+/// The last look at the map when the bridge stops: sessions handed over by then get
+/// their end records.
+fn finish(map: &VerdictMap, stats: &SweepStats, book: &mut SessionBook, sessions: &SweeperSessions) {
+    while let Ok(session) = sessions.handoffs.try_recv() {
+        follow(book, session);
+    }
+    let mut entries: Vec<(FlowKey, FlowState)> = Vec::new();
+    if let Err(e) = map.for_each(|key, state| entries.push((key, state))) {
+        stats.sweep_errors.incr();
+        tracing::warn!(error = %e, "reading the kernel flow map at stop failed; open sessions end with the counts seen last");
+    }
+    for event in plan_stop(&entries, Instant::now(), book) {
+        (sessions.events.0)(event);
+    }
+    stats.sessions_tracked.set(0);
 }
 
 /// Where the sweeper's session events go, and the handoffs it follows.
@@ -283,8 +350,9 @@ pub fn sweep(
     Ok(())
 }
 
-/// Sweeps every `cfg.interval` until `stop` is set. Sessions still open then get no end
-/// record.
+/// Sweeps every `cfg.interval` until `stop` is set; then the sessions it follows (and
+/// those handed over by then: set `stop` after the workers have stopped) end as
+/// `bridge_stopped`.
 pub fn spawn_sweeper(
     map: VerdictMap,
     cfg: SweepConfig,
@@ -309,6 +377,9 @@ pub fn spawn_sweeper(
                     stats.sweep_errors.incr();
                     tracing::warn!(error = %e, "sweeping the kernel flow map failed");
                 }
+            }
+            if let Some(s) = &sessions {
+                finish(&map, &stats, &mut book, s);
             }
         })
 }
@@ -447,6 +518,98 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, SessionEventKind::EndAbnormal);
         assert_eq!(events[0].reason, Some("kernel_map_full"));
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn data_after_both_fins_in_the_kernel_ends_abnormally() {
+        let cfg = SweepConfig::default();
+        let t0 = Instant::now();
+        let (key, dir) = FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        );
+        let mut book = SessionBook::new();
+        follow(&mut book, handed_over(key, dir, t0));
+        let flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO | FlowState::AFTER_CLOSE;
+        let (ev, events) = plan_sweep(
+            &[(key, state(Verdict::Bypass, flags, 100))],
+            103 * S,
+            t0,
+            &cfg,
+            &mut book,
+            true,
+        );
+        assert_eq!(ev, vec![(key, Eviction::Closed)]);
+        let ends: Vec<_> = events.iter().map(|e| (e.kind, e.reason)).collect();
+        assert_eq!(
+            ends,
+            vec![
+                (SessionEventKind::Volume, None),
+                (SessionEventKind::EndAbnormal, Some("after_close"))
+            ]
+        );
+    }
+
+    #[test]
+    fn at_stop_followed_sessions_end_with_the_last_kernel_counts() {
+        let t0 = Instant::now();
+        let (key, dir) = FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        );
+        let mut book = SessionBook::new();
+        follow(&mut book, handed_over(key, dir, t0));
+        let mut st = state(Verdict::Bypass, 0, 100);
+        st.packets[dir as usize] = 5;
+        st.bytes[dir as usize] = 500;
+        let mut closed_flow = handed_over(key, dir, t0);
+        let (closed_key, _) = FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            40001,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        );
+        closed_flow.key = closed_key;
+        Arc::make_mut(&mut closed_flow.info).client = "10.0.0.1:40001".parse().unwrap();
+        follow(&mut book, closed_flow);
+        let fins = state(Verdict::Bypass, FlowState::FIN_LO_HI | FlowState::FIN_HI_LO, 100);
+        let mut events = plan_stop(
+            &[(key, st), (closed_key, fins)],
+            t0 + Duration::from_secs(2),
+            &mut book,
+        );
+        // The one closed (its linger not over yet) ends normally.
+        let closed_end: Vec<_> = events
+            .iter()
+            .filter(|e| e.session.client.port() == 40001)
+            .map(|e| (e.kind, e.reason))
+            .collect();
+        assert_eq!(
+            closed_end,
+            vec![
+                (SessionEventKind::Volume, None),
+                (SessionEventKind::EndNormal, None)
+            ]
+        );
+        events.retain(|e| e.session.client.port() == 40000);
+        let ends: Vec<_> = events.iter().map(|e| (e.kind, e.reason)).collect();
+        assert_eq!(
+            ends,
+            vec![
+                (SessionEventKind::Volume, None),
+                (SessionEventKind::EndAbnormal, Some("bridge_stopped"))
+            ]
+        );
+        let total = events[1].volume.unwrap();
+        assert_eq!((total.packets, total.bytes), ([8, 1], [1223, 74]));
         assert!(book.is_empty());
     }
 

@@ -265,6 +265,16 @@ fn run(
             }
         }
     }
+    // Sessions still open get their end records (or go to the sweeper for them).
+    forwarder.shutdown(Instant::now());
+    carry_out(
+        &mut forwarder,
+        &mut socks,
+        &mut tx_descs,
+        &verdicts,
+        cfg.sessions.as_ref(),
+        &stats,
+    );
     tracing::info!(queue = cfg.queue, "worker stopped");
     Ok(())
 }

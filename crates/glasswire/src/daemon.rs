@@ -127,12 +127,14 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     }
 
     let sweep_stats = Arc::new(SweepStats::default());
+    // Stopped after the workers, so it sees every session they hand over at their stop.
+    let sweeper_stop = Arc::new(AtomicBool::new(false));
     let sweeper = spawn_sweeper(
         program.verdict_map()?,
         cfg.flows.sweeper(),
         sweep_stats.clone(),
         sweeper_sessions,
-        stop.clone(),
+        sweeper_stop.clone(),
     )
     .context("starting the flow-map sweeper")?;
 
@@ -183,12 +185,13 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         }
     });
     stop.store(true, Ordering::Relaxed);
-    let _ = sweeper.join();
     for w in workers {
         if let Err(e) = w.join() {
             tracing::error!(error = %format!("{e:#}"), "worker failed");
         }
     }
+    sweeper_stop.store(true, Ordering::Relaxed);
+    let _ = sweeper.join();
     drop(stats);
     drop(program);
     drop(sessions);

@@ -55,12 +55,15 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         work: work.clone(),
     };
     std::fs::create_dir_all(&work)?;
-    println!("[1/5] testbed up\n{}\n", testbed::describe(&st));
+    println!("[1/6] testbed up\n{}\n", testbed::describe(&st));
 
     let mut config = std::fs::read_to_string(&st.config)?;
     if opts.userspace_forward {
         config = config.replace("userspace_forward = false", "userspace_forward = true");
     }
+    // The session log: one JSON line per session event, read back for the summary.
+    let log_dir = work.join("sessions");
+    config.push_str(&format!("\n[log.jsonl]\ndir = \"{}\"\n", log_dir.display()));
     let config_path = work.join("glasswire.toml");
     std::fs::write(&config_path, &config)?;
     let exe = std::env::current_exe()?;
@@ -83,7 +86,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     } else {
         "fast path: flows move to the kernel after their first payload"
     };
-    println!("[2/5] bridge running in {} ({mode})\n", st.bridge_ns);
+    println!("[2/6] bridge running in {} ({mode})\n", st.bridge_ns);
 
     for (family, target) in [("IPv4", &st.server_ip), ("IPv6", &st.server_ip6)] {
         let out = sh(&[
@@ -102,7 +105,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         ]);
         match out {
             Ok(text) => println!(
-                "[3/5] ping {family} {target}: {}",
+                "[3/6] ping {family} {target}: {}",
                 text.lines()
                     .find(|l| l.contains("packets transmitted"))
                     .unwrap_or("ok")
@@ -145,7 +148,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let got = sha256_file(&fetched)?;
     let ok = got == want;
     println!(
-        "[4/5] curl {url} from {}: {} MB in {:.2} s ({:.0} Mbit/s), sha256 {} {}\n",
+        "[4/6] curl {url} from {}: {} MB in {:.2} s ({:.0} Mbit/s), sha256 {} {}\n",
         st.client_ns,
         opts.size_mb,
         elapsed.as_secs_f64(),
@@ -160,9 +163,18 @@ pub fn run(opts: DemoOptions) -> Result<()> {
 
     let stats = telemetry::fetch(&st.stats_socket)?;
     println!(
-        "[5/5] what crossed the bridge\n{}",
+        "[5/6] what crossed the bridge\n{}",
         crate::stats_cmd::render(&stats)
     );
+
+    // Stopping the bridge ends the records of whatever is still open, so the log is
+    // complete when it is read.
+    if let Some(bridge) = cleanup.bridge.take() {
+        stop_bridge(bridge)?;
+    }
+    let records = read_session_log(&log_dir)?;
+    println!("[6/6] the session log ({} records)", records.len());
+    println!("{}", summarize_sessions(&records, &st.server_ip));
 
     if let Some(dir) = &opts.keep {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -170,8 +182,14 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         std::fs::write(dir.join("stats.json"), serde_json::to_string_pretty(&stats)?)?;
         std::fs::copy(&log_path, dir.join("bridge.log"))?;
         std::fs::write(dir.join("testbed.json"), serde_json::to_string_pretty(&st)?)?;
+        let mut lines = String::new();
+        for r in &records {
+            lines.push_str(&r.to_string());
+            lines.push('\n');
+        }
+        std::fs::write(dir.join("sessions.jsonl"), lines)?;
         println!(
-            "artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json",
+            "artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json, sessions.jsonl",
             dir.display()
         );
     }
@@ -181,6 +199,93 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         bail!("the downloaded file differs from the served one");
     }
     Ok(())
+}
+
+/// SIGTERM and wait for the bridge to exit (it writes its last session records first).
+fn stop_bridge(mut bridge: Child) -> Result<()> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &bridge.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = bridge.try_wait()? {
+            if !status.success() {
+                bail!("the bridge exited with {status} when stopped");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = bridge.kill();
+            let _ = bridge.wait();
+            bail!("the bridge did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every record of the JSON Lines files in `dir`, oldest file first.
+fn read_session_log(dir: &Path) -> Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the session log directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            out.push(
+                serde_json::from_str(line)
+                    .with_context(|| format!("a bad line in {}: {line}", f.display()))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// One line per session toward `server_ip`: its events in order and its totals.
+fn summarize_sessions(records: &[Value], server_ip: &str) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_session: std::collections::HashMap<String, Vec<&Value>> = Default::default();
+    for r in records {
+        let id = r["session_id"].as_str().unwrap_or("?").to_string();
+        if !by_session.contains_key(&id) {
+            order.push(id.clone());
+        }
+        by_session.entry(id).or_default().push(r);
+    }
+    let mut out = String::new();
+    for id in order {
+        let recs = &by_session[&id];
+        let Some(first) = recs.first() else { continue };
+        if first["server_ip"].as_str() != Some(server_ip) {
+            continue;
+        }
+        let events: Vec<&str> = recs.iter().filter_map(|r| r["event"].as_str()).collect();
+        let last = recs.last().copied().unwrap_or(first);
+        let v = &last["volume"];
+        out.push_str(&format!(
+            "  session {id} {}:{} -> {}:{} verdict {}: {}",
+            first["client_ip"].as_str().unwrap_or("?"),
+            first["client_port"],
+            first["server_ip"].as_str().unwrap_or("?"),
+            first["server_port"],
+            last["verdict"].as_str().unwrap_or("-"),
+            events.join(", "),
+        ));
+        if v.is_object() {
+            out.push_str(&format!(
+                "; {} pkts / {} B to the server, {} pkts / {} B back",
+                v["packets_c2s"], v["bytes_c2s"], v["packets_s2c"], v["bytes_s2c"]
+            ));
+        }
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("  (no TCP session toward the server was recorded)\n");
+    }
+    out
 }
 
 fn wait_for_stats(socket: &Path, log: &Path) -> Result<Value> {

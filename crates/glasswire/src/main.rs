@@ -68,7 +68,8 @@ enum Cmd {
     },
     /// Testbed up, bridge running, traffic across it, a summary, testbed down.
     Demo {
-        /// Keep the artifacts (config, stats, bridge log, testbed description) in DIR.
+        /// Keep the artifacts (config, stats, bridge log, testbed description, session log
+        /// as sessions.jsonl) in DIR.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
         /// Size of the file downloaded across the bridge, in MiB.

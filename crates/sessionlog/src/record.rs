@@ -92,7 +92,8 @@ pub struct SessionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<Volume>,
     /// A short machine word for `*_abnormal` events: `rst_from_client`,
-    /// `rst_from_server`, `after_close`, `midstream`.
+    /// `rst_from_server`, `rst`, `after_close`, `blocked`, `kernel_map_full`,
+    /// `bridge_stopped`, `midstream` (docs/sessionlog.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

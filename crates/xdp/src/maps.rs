@@ -23,8 +23,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowState {
     pub verdict: u32,
-    /// [`FlowState::FIN_LO_HI`] | [`FlowState::FIN_HI_LO`] | [`FlowState::RST`], as seen in
-    /// the kernel.
+    /// [`FlowState::FIN_LO_HI`] | [`FlowState::FIN_HI_LO`] | [`FlowState::RST`] |
+    /// [`FlowState::AFTER_CLOSE`], as seen in the kernel.
     pub tcp_flags: u32,
     /// Index 0: lo -> hi (see [`wire::Direction`]).
     pub packets: [u64; 2],
@@ -38,6 +38,8 @@ impl FlowState {
     pub const FIN_LO_HI: u32 = 1;
     pub const FIN_HI_LO: u32 = 2;
     pub const RST: u32 = 4;
+    /// A frame with payload came after both FINs: not a session that ended normally.
+    pub const AFTER_CLOSE: u32 = 8;
 
     /// Both sides sent FIN, or either sent RST.
     pub fn closed(&self) -> bool {

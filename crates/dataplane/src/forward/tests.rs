@@ -549,3 +549,41 @@ fn resets_blocks_and_mid_stream_starts_are_recorded_as_abnormal() {
     rig.fwd.poll(rig.now + Duration::from_secs(31), |_| &[][..]);
     assert!(events(&rig.fwd.outputs().collect::<Vec<_>>()).is_empty());
 }
+
+#[test]
+fn at_shutdown_open_sessions_end_or_go_to_the_sweeper_and_held_frames_are_freed() {
+    // A session being classified (half a hello held): its frame is freed and it ends
+    // here, as `bridge_stopped`, with its last volume.
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (held, action, _) = rig.client_data(0, &CURL_HELLO[..40]);
+    assert_eq!(action, Action::Hold);
+    rig.fwd.shutdown(rig.now + Duration::from_secs(1));
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert_eq!(freed(&outs), vec![held]);
+    assert_eq!(
+        events(&outs),
+        vec![
+            (SessionEventKind::Volume, None),
+            (SessionEventKind::EndAbnormal, Some("bridge_stopped"))
+        ]
+    );
+    assert_eq!((rig.fwd.flow_count(), rig.fwd.frames_held()), (0, 0));
+
+    // A session the kernel carries: handed to the sweeper, which ends it with the
+    // kernel's counts.
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    rig.client_data(0, CURL_HELLO);
+    rig.fwd.shutdown(rig.now + Duration::from_secs(1));
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert!(events(&outs).is_empty());
+    assert_eq!(outs.iter().filter(|o| matches!(o, Output::Handoff(_))).count(), 1);
+
+    // A SYN nobody answered never started, so it has no end either.
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.feed(Port::A, &seg(true, CLIENT_ISN, None, "S", b""));
+    rig.fwd.shutdown(rig.now);
+    assert!(rig.fwd.outputs().next().is_none());
+    assert_eq!(rig.fwd.flow_count(), 0);
+}

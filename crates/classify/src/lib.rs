@@ -18,6 +18,7 @@ mod client_hello;
 pub mod codec;
 mod ja4;
 pub mod policy;
+mod server_hello;
 
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
@@ -27,4 +28,5 @@ pub use client_hello::{
     ext, is_grease, parse_sslv2, parse_tls, ClientHelloInfo, ProtocolVersion, VersionFamily, X25519MLKEM768,
 };
 pub use codec::DecodeError;
+pub use server_hello::{cipher_suite_name, parse_server_hello, ServerHelloInfo};
 pub use policy::{Action, Decision, FlowFacts, Policy, PolicyError, PolicySpec, RuleRef, RuleSpec};

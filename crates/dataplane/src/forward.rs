@@ -114,6 +114,10 @@ impl Default for FlowConfig {
 /// The counter part of a session id.
 pub const SESSION_SEQ_MASK: u64 = (1 << 40) - 1;
 
+/// How long a bypassed TLS flow stays in userspace for its ServerHello (read for the
+/// session log) before its verdict goes to the kernel anyway.
+const SERVER_HELLO_WAIT: Duration = Duration::from_secs(3);
+
 /// How often [`Forwarder::poll`] walks the table for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -134,6 +138,9 @@ struct Flow<H> {
     started: bool,
     /// Its end was recorded, or it was handed to the sweeper.
     ended: bool,
+    /// A bypassed TLS flow waits in userspace until the server's first payload (its
+    /// ServerHello, read for the session log) or this deadline, then goes to the kernel.
+    server_hello_due: Option<Instant>,
     info: Arc<SessionInfo>,
     counts: Counts,
 }
@@ -299,6 +306,7 @@ impl<H: Copy> Forwarder<H> {
             synack_seen: false,
             started: false,
             ended: false,
+            server_hello_due: None,
             info: Arc::new(SessionInfo {
                 id: self.cfg.session_id_base | (self.next_session & SESSION_SEQ_MASK),
                 client,
@@ -307,6 +315,7 @@ impl<H: Copy> Forwarder<H> {
                 verdict: None,
                 rule: None,
                 hello: None,
+                server_hello: None,
             }),
             counts: Counts::new(now),
         };
@@ -394,7 +403,13 @@ impl<H: Copy> Forwarder<H> {
                 fs.dropped_blocked.incr();
                 Action::Drop
             }
-            Stage::Passing => Action::Forward,
+            Stage::Passing => {
+                if !from_client && !tcp.payload.is_empty() && flow.server_hello_due.take().is_some() {
+                    read_server_hello(flow, tcp.payload, fs);
+                    self.pass(key);
+                }
+                Action::Forward
+            }
             Stage::Handshake { payload_start } => {
                 if !from_client && tcp.syn && tcp.ack {
                     flow.synack_seen = true;
@@ -497,6 +512,17 @@ impl<H: Copy> Forwarder<H> {
         self.flows.retain(|key, flow| {
             let idle = now.saturating_duration_since(flow.last_seen);
             let closed = flow.fin == [true, true];
+            if flow.server_hello_due.is_some_and(|due| now >= due) {
+                // The server has not answered: the flow goes to the kernel anyway.
+                flow.server_hello_due = None;
+                fs.server_hello_timeouts.incr();
+                if cfg.fast_path {
+                    outputs.push(Output::Verdict {
+                        key: *key,
+                        verdict: Verdict::Bypass,
+                    });
+                }
+            }
             let keep = match &mut flow.stage {
                 Stage::Handshake { .. } => idle < cfg.handshake_timeout,
                 Stage::Classifying(c) => {
@@ -516,7 +542,8 @@ impl<H: Copy> Forwarder<H> {
                 } else {
                     fs.evicted_idle.incr();
                 }
-                let in_kernel = cfg.fast_path && matches!(flow.stage, Stage::Passing);
+                let in_kernel =
+                    cfg.fast_path && matches!(flow.stage, Stage::Passing) && flow.server_hello_due.is_none();
                 if in_kernel && !flow.ended {
                     // The kernel has carried this flow since its verdict; the sweeper
                     // sees how it ends, and gets what was counted here.
@@ -565,7 +592,9 @@ impl<H: Copy> Forwarder<H> {
             if let Stage::Classifying(c) = &mut flow.stage {
                 outputs.extend(c.held.drain(..).map(Output::Free));
             }
-            if fast_path && matches!(flow.stage, Stage::Passing) && !flow.ended {
+            let in_kernel =
+                fast_path && matches!(flow.stage, Stage::Passing) && flow.server_hello_due.is_none();
+            if in_kernel && !flow.ended {
                 flow.ended = true;
                 outputs.push(Output::Handoff(KernelSession {
                     key,
@@ -673,7 +702,12 @@ impl<H: Copy> Forwarder<H> {
                         .iter()
                         .map(|&frame| Output::Transmit { to: to_server, frame }),
                 );
-                self.pass(key);
+                if hello.is_some() {
+                    // TLS: the kernel takes over once the ServerHello has been read.
+                    flow.server_hello_due = now.checked_add(SERVER_HELLO_WAIT);
+                } else {
+                    self.pass(key);
+                }
             }
             PolicyAction::Block => {
                 fs.decided_block.incr();
@@ -733,6 +767,18 @@ impl<H: Copy> Forwarder<H> {
                 verdict: Verdict::Bypass,
             });
         }
+    }
+}
+
+/// Notes what the server's first payload says of the session (version, cipher suite,
+/// ALPN) when it is a readable ServerHello.
+fn read_server_hello<H>(flow: &mut Flow<H>, payload: &[u8], fs: &crate::stats::FlowCounters) {
+    match classify::parse_server_hello(payload) {
+        Ok(info) => {
+            fs.server_hellos.incr();
+            Arc::make_mut(&mut flow.info).server_hello = Some(info);
+        }
+        Err(_) => fs.server_hello_unreadable.incr(),
     }
 }
 

@@ -5,7 +5,7 @@
 //! data-plane driver's clock; the shell that writes records turns them into wall time.
 
 use crate::port::Port;
-use classify::ClientHelloInfo;
+use classify::{ClientHelloInfo, ServerHelloInfo};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +56,9 @@ pub struct SessionInfo {
     /// `not_tls`).
     pub rule: Option<String>,
     pub hello: Option<Arc<ClientHelloInfo>>,
+    /// The server's answer to the hello, for a bypassed TLS session whose ServerHello was
+    /// read before it went to the kernel.
+    pub server_hello: Option<ServerHelloInfo>,
 }
 
 #[derive(Debug, Clone)]

@@ -69,6 +69,12 @@ counter_set! {
         not_tls,
         /// flows whose hello could not be read (malformed, over budget, too slow): policy `unclassified`
         unclassified,
+        /// bypassed TLS flows whose ServerHello was read (version and cipher suite for the session log)
+        server_hellos,
+        /// bypassed TLS flows whose server's first payload was not a whole ServerHello (logged without those fields)
+        server_hello_unreadable,
+        /// bypassed TLS flows whose server sent nothing within 3 s of the decision (verdict written without waiting more)
+        server_hello_timeouts,
         /// flows decided bypass (let through; in the kernel when the fast path is on)
         decided_bypass,
         /// flows decided block (reset both ways, dropped)

@@ -414,6 +414,7 @@ mod tests {
                 verdict: Some("bypass"),
                 rule: Some("default".into()),
                 hello: None,
+                server_hello: None,
             }),
             counts: {
                 let mut c = Counts::new(at);

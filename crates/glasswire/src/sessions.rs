@@ -73,6 +73,13 @@ pub fn to_record(ev: &SessionEvent, clock: &Clock) -> SessionRecord {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect(),
         ja4: Some(h.ja4.clone()),
+        negotiated_version: s.server_hello.as_ref().map(|sh| version_name(sh.version)),
+        cipher_suite: s.server_hello.as_ref().map(|sh| {
+            classify::cipher_suite_name(sh.cipher_suite)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("0x{:04x}", sh.cipher_suite))
+        }),
+        alpn_chosen: s.server_hello.as_ref().and_then(|sh| sh.alpn.clone()),
         ..TlsSummary::default()
     });
     rec.volume = ev.volume.map(|v| Volume {

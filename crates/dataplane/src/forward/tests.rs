@@ -4,6 +4,8 @@ use classify::policy::PolicySpec;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
 const CURL_HELLO: &[u8] = include_bytes!("../../../classify/testdata/curl.bin"); // SNI test.example
+const SERVER_HELLO_TLS12: &[u8] =
+    include_bytes!("../../../classify/testdata/server_hello/openssl_tls12_http11.bin");
 const PY_HELLO: &[u8] = include_bytes!("../../../classify/testdata/python_ssl.bin"); // SNI py.example
 const CLIENT_ISN: u32 = 1000;
 const SERVER_ISN: u32 = 7000;
@@ -145,17 +147,34 @@ fn a_bypassed_hello_split_over_two_segments_is_held_then_released_in_order() {
     let (h2, a2, o2) = rig.client_data(300, &CURL_HELLO[300..]);
     assert_eq!(a2, Action::Hold);
     assert_eq!(transmitted(&o2), vec![h1, h2]);
-    assert_eq!(verdicts(&o2), vec![Verdict::Bypass]);
+    assert!(
+        verdicts(&o2).is_empty(),
+        "the kernel takes over after the ServerHello"
+    );
     assert_eq!(rig.stats.flows.tls_hellos.get(), 1);
     assert_eq!(rig.stats.flows.decided_bypass.get(), 1);
     assert_eq!(rig.stats.flows.frames_held.get(), 0);
-    // Frames still on their way to userspace after the verdict pass straight through.
+    // The server's first payload: its ServerHello is read, then the verdict is written.
     let (_, a3, o3) = rig.feed(
         Port::B,
-        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"srv"),
+        &seg(
+            false,
+            SERVER_ISN + 1,
+            Some(CLIENT_ISN + 1),
+            "",
+            SERVER_HELLO_TLS12,
+        ),
     );
     assert_eq!(a3, Action::Forward);
-    assert!(o3.is_empty());
+    assert_eq!(verdicts(&o3), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.server_hellos.get(), 1);
+    // Frames still on their way to userspace after the verdict pass straight through.
+    let (_, a4, o4) = rig.feed(
+        Port::B,
+        &seg(false, SERVER_ISN + 1 + 648, Some(CLIENT_ISN + 1), "", b"srv"),
+    );
+    assert_eq!(a4, Action::Forward);
+    assert!(o4.is_empty());
 }
 
 #[test]
@@ -575,6 +594,16 @@ fn at_shutdown_open_sessions_end_or_go_to_the_sweeper_and_held_frames_are_freed(
     let mut rig = Rig::new(FlowConfig::default(), block_py());
     rig.handshake();
     rig.client_data(0, CURL_HELLO);
+    rig.feed(
+        Port::B,
+        &seg(
+            false,
+            SERVER_ISN + 1,
+            Some(CLIENT_ISN + 1),
+            "",
+            SERVER_HELLO_TLS12,
+        ),
+    );
     rig.fwd.shutdown(rig.now + Duration::from_secs(1));
     let outs: Vec<_> = rig.fwd.outputs().collect();
     assert!(events(&outs).is_empty());
@@ -586,4 +615,71 @@ fn at_shutdown_open_sessions_end_or_go_to_the_sweeper_and_held_frames_are_freed(
     rig.fwd.shutdown(rig.now);
     assert!(rig.fwd.outputs().next().is_none());
     assert_eq!(rig.fwd.flow_count(), 0);
+}
+
+#[test]
+fn a_bypassed_tls_flow_waits_for_its_server_hello_at_most_three_seconds() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (_, _, outs) = rig.client_data(0, CURL_HELLO);
+    assert!(verdicts(&outs).is_empty());
+    rig.fwd.poll(rig.now + Duration::from_secs(2), |_| &[][..]);
+    assert!(verdicts(&rig.fwd.outputs().collect::<Vec<_>>()).is_empty());
+    rig.fwd.poll(rig.now + Duration::from_millis(3100), |_| &[][..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.server_hello_timeouts.get(), 1);
+    // A server payload that is no ServerHello (the wait is over anyway): nothing more.
+    let (_, _, outs) = rig.feed(
+        Port::B,
+        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"HTTP/1.1 400"),
+    );
+    assert!(outs.is_empty());
+
+    // A server whose first payload is not a ServerHello: counted, and the flow goes to
+    // the kernel all the same.
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    rig.client_data(0, CURL_HELLO);
+    let (_, _, outs) = rig.feed(
+        Port::B,
+        &seg(
+            false,
+            SERVER_ISN + 1,
+            Some(CLIENT_ISN + 1),
+            "",
+            b"\x15\x03\x03\x00\x02\x02\x28",
+        ),
+    );
+    assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
+    assert_eq!(rig.stats.flows.server_hello_unreadable.get(), 1);
+}
+
+#[test]
+fn a_bypassed_tls_flow_closed_before_its_verdict_ends_in_userspace() {
+    let mut rig = Rig::new(
+        FlowConfig {
+            closed_linger: Duration::from_secs(1),
+            ..FlowConfig::default()
+        },
+        block_py(),
+    );
+    rig.handshake();
+    rig.client_data(0, CURL_HELLO);
+    let client_end = CLIENT_ISN + 1 + CURL_HELLO.len() as u32;
+    rig.feed(Port::B, &seg(false, SERVER_ISN + 1, Some(client_end), "F", b""));
+    rig.feed(Port::A, &seg(true, client_end, Some(SERVER_ISN + 2), "F", b""));
+    rig.fwd.poll(rig.now + Duration::from_millis(1500), |_| &[][..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Handoff(_))),
+        "not in the kernel, so not the sweeper's"
+    );
+    assert_eq!(
+        events(&outs),
+        vec![
+            (SessionEventKind::Volume, None),
+            (SessionEventKind::EndNormal, None)
+        ]
+    );
 }

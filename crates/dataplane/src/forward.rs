@@ -38,6 +38,9 @@ pub enum Action {
     Drop,
     /// Kept by the forwarder: it comes back as [`Output::Transmit`] or [`Output::Free`].
     Hold,
+    /// Transmit unchanged on the other port, and a copy to the mirror (a plaintext flow
+    /// mirrored as-is).
+    ForwardMirrored,
 }
 
 /// Work for the I/O shell, produced by [`Forwarder::on_frame`] and [`Forwarder::poll`].
@@ -56,6 +59,10 @@ pub enum Output<H> {
     Session(SessionEvent),
     /// The kernel carries this session from now on: the sweeper records how it ends.
     Handoff(KernelSession),
+    /// Copies of a plaintext flow's frames from before it was known not to be TLS (its
+    /// handshake, its first payload), for the mirror, in arrival order: each is a
+    /// big-endian `u16` length and the frame.
+    MirrorCopies(Vec<u8>),
 }
 
 /// Limits of one worker's flow table.
@@ -88,6 +95,9 @@ pub struct FlowConfig {
     /// Or-ed into every session id of this worker (run and worker bits; the low 40 bits
     /// are a counter).
     pub session_id_base: u64,
+    /// Mirror TCP flows that are not TLS as they are, every frame from the SYN on. Such
+    /// flows stay in userspace (no kernel verdict), so that each frame can be copied.
+    pub mirror_plaintext: bool,
 }
 
 impl Default for FlowConfig {
@@ -107,12 +117,17 @@ impl Default for FlowConfig {
             max_held_total: 1024,
             volume_interval: Duration::from_secs(60),
             session_id_base: 0,
+            mirror_plaintext: false,
         }
     }
 }
 
 /// The counter part of a session id.
 pub const SESSION_SEQ_MASK: u64 = (1 << 40) - 1;
+
+/// How many bytes of a flow's frames are copied (for the mirror) while its fate is open;
+/// a plaintext flow is almost always known at its first payload, well within this.
+const MIRROR_PRECAPTURE_BYTES: usize = 8 * 1024;
 
 /// How long a bypassed TLS flow stays in userspace for its ServerHello (read for the
 /// session log) before its verdict goes to the kernel anyway.
@@ -141,11 +156,31 @@ struct Flow<H> {
     /// A bypassed TLS flow waits in userspace until the server's first payload (its
     /// ServerHello, read for the session log) or this deadline, then goes to the kernel.
     server_hello_due: Option<Instant>,
+    mirror: Mirroring,
     info: Arc<SessionInfo>,
     counts: Counts,
 }
 
+/// Plaintext mirroring of one flow (with `mirror_plaintext`).
+#[derive(Debug)]
+enum Mirroring {
+    Off,
+    /// Undecided: its frames are copied (up to [`MIRROR_PRECAPTURE_BYTES`]) in case it
+    /// turns out not to be TLS. `false`: the copies stopped at the limit.
+    Recording(Vec<u8>, bool),
+    /// Not TLS: every frame goes to the mirror; the flow stays out of the kernel.
+    On,
+}
+
 impl<H> Flow<H> {
+    /// The kernel forwards this flow's frames (its bypass verdict was written).
+    fn in_kernel(&self, fast_path: bool) -> bool {
+        fast_path
+            && matches!(self.stage, Stage::Passing)
+            && self.server_hello_due.is_none()
+            && !matches!(self.mirror, Mirroring::On)
+    }
+
     /// One of this session's events, as an output.
     fn event(
         &self,
@@ -307,6 +342,11 @@ impl<H: Copy> Forwarder<H> {
             started: false,
             ended: false,
             server_hello_due: None,
+            mirror: if self.cfg.mirror_plaintext {
+                Mirroring::Recording(Vec::with_capacity(512), true)
+            } else {
+                Mirroring::Off
+            },
             info: Arc::new(SessionInfo {
                 id: self.cfg.session_id_base | (self.next_session & SESSION_SEQ_MASK),
                 client,
@@ -322,6 +362,7 @@ impl<H: Copy> Forwarder<H> {
         if opening {
             fs.started.incr();
             flow.counts.add(true, frame.len() as u64);
+            record_copy(&mut flow.mirror, frame, fs);
             self.flows.insert(key, flow);
             fs.tracked.set(self.flows.len() as u64);
             return Action::Forward;
@@ -358,6 +399,7 @@ impl<H: Copy> Forwarder<H> {
         flow.last_seen = now;
         let from_client = dir == flow.client_dir;
         flow.counts.add(from_client, frame.len() as u64);
+        record_copy(&mut flow.mirror, frame, fs);
         if tcp.rst {
             // Either end gave up on the connection: nothing left to decide or hold.
             let blocked = matches!(flow.stage, Stage::Blocked);
@@ -404,11 +446,16 @@ impl<H: Copy> Forwarder<H> {
                 Action::Drop
             }
             Stage::Passing => {
+                let mirrored = matches!(flow.mirror, Mirroring::On);
                 if !from_client && !tcp.payload.is_empty() && flow.server_hello_due.take().is_some() {
                     read_server_hello(flow, tcp.payload, fs);
                     self.pass(key);
                 }
-                Action::Forward
+                if mirrored {
+                    Action::ForwardMirrored
+                } else {
+                    Action::Forward
+                }
             }
             Stage::Handshake { payload_start } => {
                 if !from_client && tcp.syn && tcp.ack {
@@ -432,6 +479,8 @@ impl<H: Copy> Forwarder<H> {
                     fs.not_tls.incr();
                     flow.stage = Stage::Passing;
                     set_decision(flow, "pass", "not_tls".into(), None);
+                    // This frame is among the copies already.
+                    start_mirroring(&mut self.outputs, flow);
                     self.pass(key);
                     return Some(Action::Forward);
                 }
@@ -532,7 +581,9 @@ impl<H: Copy> Forwarder<H> {
                     true
                 }
                 Stage::Passing if closed => idle < cfg.closed_linger,
-                Stage::Passing if cfg.fast_path => idle < cfg.decided_linger,
+                Stage::Passing if cfg.fast_path && !matches!(flow.mirror, Mirroring::On) => {
+                    idle < cfg.decided_linger
+                }
                 Stage::Passing => idle < cfg.idle_timeout,
                 Stage::Blocked => idle < cfg.decided_linger,
             };
@@ -542,8 +593,7 @@ impl<H: Copy> Forwarder<H> {
                 } else {
                     fs.evicted_idle.incr();
                 }
-                let in_kernel =
-                    cfg.fast_path && matches!(flow.stage, Stage::Passing) && flow.server_hello_due.is_none();
+                let in_kernel = flow.in_kernel(cfg.fast_path);
                 if in_kernel && !flow.ended {
                     // The kernel has carried this flow since its verdict; the sweeper
                     // sees how it ends, and gets what was counted here.
@@ -592,8 +642,7 @@ impl<H: Copy> Forwarder<H> {
             if let Stage::Classifying(c) = &mut flow.stage {
                 outputs.extend(c.held.drain(..).map(Output::Free));
             }
-            let in_kernel =
-                fast_path && matches!(flow.stage, Stage::Passing) && flow.server_hello_due.is_none();
+            let in_kernel = flow.in_kernel(fast_path);
             if in_kernel && !flow.ended {
                 flow.ended = true;
                 outputs.push(Output::Handoff(KernelSession {
@@ -679,6 +728,12 @@ impl<H: Copy> Forwarder<H> {
         };
         let hello: Option<Arc<ClientHelloInfo>> = hello.map(Arc::from);
         set_decision(flow, verdict, rule, hello.clone());
+        if verdict == "pass" {
+            // The copies include the held frames released below.
+            start_mirroring(&mut self.outputs, flow);
+        } else {
+            flow.mirror = Mirroring::Off;
+        }
         let to_server = flow.client_port.peer();
         let held = match std::mem::replace(&mut flow.stage, Stage::Passing) {
             Stage::Classifying(c) => *c,
@@ -759,13 +814,47 @@ impl<H: Copy> Forwarder<H> {
         }
     }
 
-    /// The flow is let through from now on; with the fast path, by the kernel.
+    /// The flow is let through from now on; with the fast path, by the kernel (unless it
+    /// is mirrored: the kernel does not copy frames).
     fn pass(&mut self, key: FlowKey) {
-        if self.cfg.fast_path {
+        let mirrored = self
+            .flows
+            .get(&key)
+            .is_some_and(|f| matches!(f.mirror, Mirroring::On));
+        if self.cfg.fast_path && !mirrored {
             self.outputs.push(Output::Verdict {
                 key,
                 verdict: Verdict::Bypass,
             });
+        }
+    }
+}
+
+/// Copies a frame of a flow whose fate is open, for the mirror, within the limit.
+fn record_copy(mirror: &mut Mirroring, frame: &[u8], fs: &crate::stats::FlowCounters) {
+    let Mirroring::Recording(copies, complete) = mirror else {
+        return;
+    };
+    let Ok(len) = u16::try_from(frame.len()) else {
+        return;
+    };
+    if !*complete || copies.len() + 2 + frame.len() > MIRROR_PRECAPTURE_BYTES {
+        if *complete {
+            fs.mirror_precapture_truncated.incr();
+        }
+        *complete = false;
+        return;
+    }
+    copies.extend_from_slice(&len.to_be_bytes());
+    copies.extend_from_slice(frame);
+}
+
+/// The flow is plaintext: what was copied goes to the mirror, and so will every frame.
+fn start_mirroring<H>(outputs: &mut Vec<Output<H>>, flow: &mut Flow<H>) {
+    if let Mirroring::Recording(copies, _) = std::mem::replace(&mut flow.mirror, Mirroring::Off) {
+        flow.mirror = Mirroring::On;
+        if !copies.is_empty() {
+            outputs.push(Output::MirrorCopies(copies));
         }
     }
 }

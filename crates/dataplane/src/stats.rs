@@ -75,6 +75,8 @@ counter_set! {
         server_hello_unreadable,
         /// bypassed TLS flows whose server sent nothing within 3 s of the decision (verdict written without waiting more)
         server_hello_timeouts,
+        /// plaintext flows (mirror_plaintext) whose frames before the decision exceeded the 8 KiB copied for the mirror: the mirror lacks some of them
+        mirror_precapture_truncated,
         /// flows decided bypass (let through; in the kernel when the fast path is on)
         decided_bypass,
         /// flows decided block (reset both ways, dropped)

@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wire::FlowKey;
 use xdp::{BridgeProgram, FrameDesc, QueueSockets, Verdict, VerdictMap, XskOptions, XskPort};
 
@@ -47,7 +47,7 @@ impl SharedPolicy {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WorkerConfig {
     /// `[A, B]`: client-side and server-side interface names.
     pub ports: [String; 2],
@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     pub policy: Arc<SharedPolicy>,
     /// Session events and kernel handoffs; `None` records nothing.
     pub sessions: Option<SessionOutputs>,
+    /// Where mirrored frames go (plaintext flows, with `flows.mirror_plaintext`).
+    pub mirror: Option<mirror::FanoutSender>,
     /// Frames taken from an RX ring per pass.
     pub batch_size: usize,
     pub xsk: XskOptions,
@@ -126,7 +128,7 @@ pub fn spawn_worker(
 }
 
 fn run(
-    cfg: WorkerConfig,
+    mut cfg: WorkerConfig,
     stats: Arc<WorkerStats>,
     verdicts: VerdictMap,
     stop: Arc<AtomicBool>,
@@ -166,6 +168,12 @@ fn run(
     // Frames handed to each port's TX ring and not yet seen on its completion ring.
     let mut in_flight = [0usize; 2];
 
+    let mut outlets = Outlets {
+        sessions: cfg.sessions.take(),
+        mirror: cfg.mirror.take(),
+        clock: MirrorClock::now(),
+    };
+
     let mut passes: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         passes = passes.wrapping_add(1);
@@ -194,6 +202,13 @@ fn run(
                 let data = unsafe { socks.umem.data(desc) };
                 match forwarder.on_frame(from, data.contents(), *desc, now) {
                     Action::Forward => to.of_mut(&mut tx_descs).push(*desc),
+                    Action::ForwardMirrored => {
+                        if let Some(m) = outlets.mirror.as_mut() {
+                            // A full mirror drops the copy (counted there), never the frame.
+                            m.mirror_as_is(outlets.clock.at(now), data.contents());
+                        }
+                        to.of_mut(&mut tx_descs).push(*desc);
+                    }
                     Action::Drop => socks.free.push(*desc),
                     Action::Hold => {}
                 }
@@ -203,7 +218,8 @@ fn run(
                         &mut socks,
                         &mut tx_descs,
                         &verdicts,
-                        cfg.sessions.as_ref(),
+                        &mut outlets,
+                        now,
                         &stats,
                     );
                 }
@@ -220,7 +236,8 @@ fn run(
                 &mut socks,
                 &mut tx_descs,
                 &verdicts,
-                cfg.sessions.as_ref(),
+                &mut outlets,
+                now,
                 &stats,
             );
         }
@@ -272,7 +289,8 @@ fn run(
         &mut socks,
         &mut tx_descs,
         &verdicts,
-        cfg.sessions.as_ref(),
+        &mut outlets,
+        Instant::now(),
         &stats,
     );
     tracing::info!(queue = cfg.queue, "worker stopped");
@@ -310,9 +328,11 @@ fn carry_out(
     socks: &mut QueueSockets,
     tx_descs: &mut [Vec<FrameDesc>; 2],
     verdicts: &VerdictMap,
-    sessions: Option<&SessionOutputs>,
+    outlets: &mut Outlets,
+    now: Instant,
     stats: &WorkerStats,
 ) {
+    let sessions = outlets.sessions.as_ref();
     for out in forwarder.outputs() {
         match out {
             Output::Transmit { to, frame } => to.of_mut(tx_descs).push(frame),
@@ -341,6 +361,13 @@ fn carry_out(
                     }
                 }
             }
+            Output::MirrorCopies(copies) => {
+                if let Some(m) = outlets.mirror.as_mut() {
+                    for frame in CopiedFrames(&copies) {
+                        m.mirror_as_is(outlets.clock.at(now), frame);
+                    }
+                }
+            }
             Output::Handoff(session) => {
                 if let Some(s) = sessions {
                     if s.handoff.try_send(session).is_err() {
@@ -349,6 +376,53 @@ fn carry_out(
                 }
             }
         }
+    }
+}
+
+/// Where a worker's records and copies go besides the wire.
+#[derive(Debug)]
+struct Outlets {
+    sessions: Option<SessionOutputs>,
+    mirror: Option<mirror::FanoutSender>,
+    /// Mirrored frames carry wall-clock times, placed relative to one reading of both
+    /// clocks.
+    clock: MirrorClock,
+}
+
+/// The frames of an [`Output::MirrorCopies`]: each a big-endian `u16` length and bytes.
+struct CopiedFrames<'a>(&'a [u8]);
+
+impl<'a> Iterator for CopiedFrames<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let frame = rest.get(..len)?;
+        self.0 = rest.get(len..).unwrap_or_default();
+        Some(frame)
+    }
+}
+
+/// Wall-clock times for the mirror from the worker's monotonic clock.
+#[derive(Debug, Clone, Copy)]
+struct MirrorClock {
+    instant: Instant,
+    since_epoch: Duration,
+}
+
+impl MirrorClock {
+    fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            since_epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn at(&self, t: Instant) -> mirror::Timestamp {
+        self.since_epoch + t.saturating_duration_since(self.instant)
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Config {
     /// Which TLS flows are bypassed, blocked (or, later, intercepted): docs/policy.md.
     #[serde(default)]
     pub policy: PolicySpec,
+    /// Where mirrored traffic goes, and what is mirrored (docs/mirror.md).
+    #[serde(default)]
+    pub mirror: MirrorConfig,
     /// The session log's sinks (docs/sessionlog.md); none by default.
     #[serde(default, skip_serializing)]
     pub log: sessionlog::LogConfig,
@@ -71,7 +74,12 @@ impl Default for FlowsConfig {
 }
 
 impl FlowsConfig {
-    pub fn flow_table(&self, fast_path: bool, session_id_base: u64) -> dataplane::FlowConfig {
+    pub fn flow_table(
+        &self,
+        fast_path: bool,
+        session_id_base: u64,
+        mirror_plaintext: bool,
+    ) -> dataplane::FlowConfig {
         dataplane::FlowConfig {
             fast_path,
             capacity: self.capacity,
@@ -88,6 +96,7 @@ impl FlowsConfig {
             max_held_total: self.max_held_frames,
             volume_interval: Duration::from_secs(self.volume_interval_s),
             session_id_base,
+            mirror_plaintext,
         }
     }
 
@@ -100,6 +109,83 @@ impl FlowsConfig {
             volume_interval: Duration::from_secs(self.volume_interval_s),
             ..dataplane::SweepConfig::default()
         }
+    }
+}
+
+/// `[mirror]`: the sinks mirrored frames go to (any combination), and whether plaintext
+/// flows are mirrored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Mirror TCP flows that are not TLS as they are, every frame from the SYN on. They
+    /// stay in userspace (the kernel fast path does not copy frames).
+    pub plaintext: bool,
+    /// A TAP device (it must exist) that mirrored frames are written to: a recorder
+    /// sniffing it sees them as received frames.
+    pub tap: Option<String>,
+    /// An interface mirrored frames are sent out of (AF_PACKET), e.g. a NIC toward a
+    /// recorder.
+    pub interface: Option<String>,
+    /// A pcap file; rotated files get a numbered suffix.
+    pub pcap: Option<PathBuf>,
+    /// `pcap` or `pcapng`.
+    pub pcap_format: String,
+    /// Start a new file past this many bytes (0: never).
+    pub pcap_rotate_bytes: u64,
+    /// Start a new file after this many seconds of traffic (0: never).
+    pub pcap_rotate_interval_s: u64,
+    /// `address:port` of a PCAP-over-IP listener: each reader that connects gets a pcap
+    /// stream of the mirror (as Arkime and other recorders ingest it).
+    pub pcap_over_ip: Option<String>,
+    /// Frames that may wait for the mirror thread; beyond it they are dropped and
+    /// counted, never waited for.
+    pub queue_frames: usize,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            plaintext: false,
+            tap: None,
+            interface: None,
+            pcap: None,
+            pcap_format: "pcap".into(),
+            pcap_rotate_bytes: 0,
+            pcap_rotate_interval_s: 0,
+            pcap_over_ip: None,
+            queue_frames: 4096,
+        }
+    }
+}
+
+impl MirrorConfig {
+    pub fn has_sinks(&self) -> bool {
+        self.tap.is_some() || self.interface.is_some() || self.pcap.is_some() || self.pcap_over_ip.is_some()
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.plaintext && !self.has_sinks() {
+            bail!("mirror.plaintext: nothing to mirror to; name a sink (mirror.tap, mirror.interface, mirror.pcap or mirror.pcap_over_ip)");
+        }
+        if !matches!(self.pcap_format.as_str(), "pcap" | "pcapng") {
+            bail!(
+                "mirror.pcap_format: {:?} is not one of \"pcap\", \"pcapng\"",
+                self.pcap_format
+            );
+        }
+        if let Some(a) = &self.pcap_over_ip {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("mirror.pcap_over_ip: {a:?} is not address:port ({e})"))?;
+        }
+        for (name, dev) in [("mirror.tap", &self.tap), ("mirror.interface", &self.interface)] {
+            if dev.as_deref().is_some_and(|d| d.is_empty() || d.len() > 15) {
+                bail!("{name}: {dev:?} is not an interface name (1 to 15 characters)");
+            }
+        }
+        if self.queue_frames == 0 {
+            bail!("mirror.queue_frames: must be > 0");
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +382,7 @@ impl Config {
         if b.flow_capacity == 0 {
             bail!("bridge.flow_capacity: must be > 0");
         }
+        self.mirror.validate()?;
         if self.stats.socket.as_os_str().is_empty() {
             bail!("stats.socket: must be a path");
         }

@@ -93,6 +93,16 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     };
     let log_stats = logger.as_ref().map(|l| l.stats());
 
+    if cfg.mirror.has_sinks() && !cfg.mirror.plaintext {
+        tracing::warn!("[mirror] names sinks but mirror.plaintext is off: nothing is mirrored until interception lands");
+    }
+    let fanout = if cfg.mirror.has_sinks() {
+        Some(crate::mirror_sinks::start(&cfg.mirror)?)
+    } else {
+        None
+    };
+    let mirror_stats = fanout.clone();
+
     let run_nonce = run_nonce();
     let mut workers = Vec::new();
     for (i, &queue) in b.queues.iter().enumerate() {
@@ -103,8 +113,10 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
             flows: cfg.flows.flow_table(
                 b.fast_path && !b.userspace_forward,
                 session_id_base(run_nonce, queue),
+                cfg.mirror.plaintext,
             ),
             sessions: sessions.clone(),
+            mirror: fanout.as_ref().and_then(|f| f.sender()),
             policy: policy.shared.clone(),
             batch_size: b.batch_size,
             xsk: XskOptions {
@@ -167,6 +179,9 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         if let Some(l) = &log_stats {
             v["session_log"] = l.snapshot();
         }
+        if let Some(m) = &mirror_stats {
+            v["mirror"] = m.snapshot();
+        }
         v["policy"] = json!({
             "summary": *snap_policy.summary.lock().unwrap_or_else(|e| e.into_inner()),
             "generation": snap_policy.shared.generation(),
@@ -195,6 +210,9 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     drop(stats);
     drop(program);
     drop(sessions);
+    if let Some(f) = fanout {
+        f.shutdown();
+    }
     if let Some(logger) = logger {
         if let Err(e) = logger.shutdown() {
             tracing::error!(error = %format!("{e:#}"), "the session log did not shut down cleanly");

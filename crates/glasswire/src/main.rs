@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod mirror_sinks;
 mod policy_cmd;
 mod sessions;
 mod stats_cmd;

@@ -683,3 +683,100 @@ fn a_bypassed_tls_flow_closed_before_its_verdict_ends_in_userspace() {
         ]
     );
 }
+
+/// The frames of a `MirrorCopies` output.
+fn copies(outs: &[Output<u32>]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for o in outs {
+        if let Output::MirrorCopies(buf) = o {
+            let mut rest = &buf[..];
+            while rest.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                frames.push(rest[2..2 + len].to_vec());
+                rest = &rest[2 + len..];
+            }
+            assert!(rest.is_empty(), "copies end on a frame boundary");
+        }
+    }
+    frames
+}
+
+#[test]
+fn a_mirrored_plaintext_flow_gives_the_mirror_every_frame_from_its_syn_and_stays_out_of_the_kernel() {
+    let cfg = FlowConfig {
+        mirror_plaintext: true,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    let handshake = [
+        (Port::A, seg(true, CLIENT_ISN, None, "S", b"")),
+        (Port::B, seg(false, SERVER_ISN, Some(CLIENT_ISN + 1), "S", b"")),
+        (Port::A, seg(true, CLIENT_ISN + 1, Some(SERVER_ISN + 1), "", b"")),
+    ];
+    for (from, f) in &handshake {
+        let (_, action, outs) = rig.feed(*from, f);
+        assert_eq!(action, Action::Forward);
+        assert!(
+            copies(&outs).is_empty(),
+            "nothing mirrored before the flow's fate is known"
+        );
+    }
+    let request = seg(
+        true,
+        CLIENT_ISN + 1,
+        Some(SERVER_ISN + 1),
+        "",
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    let (h, action, outs) = rig.feed(Port::A, &request);
+    assert_eq!(action, Action::Hold);
+    assert_eq!(transmitted(&outs), vec![h]);
+    assert!(
+        verdicts(&outs).is_empty(),
+        "a mirrored flow gets no kernel verdict"
+    );
+    let mut want: Vec<Vec<u8>> = handshake.iter().map(|(_, f)| f.clone()).collect();
+    want.push(request.clone());
+    assert_eq!(
+        copies(&outs),
+        want,
+        "handshake and request, byte for byte, in order"
+    );
+    // From now on every frame is forwarded and mirrored.
+    let reply = seg(
+        false,
+        SERVER_ISN + 1,
+        Some(CLIENT_ISN + 19),
+        "",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    );
+    let (_, action, _) = rig.feed(Port::B, &reply);
+    assert_eq!(action, Action::ForwardMirrored);
+    // Quiet past the decided linger: still in userspace (not handed to the kernel).
+    rig.fwd.poll(rig.now + Duration::from_secs(6), |_| &[][..]);
+    let outs: Vec<_> = rig.fwd.outputs().collect();
+    assert!(!outs.iter().any(|o| matches!(o, Output::Handoff(_))));
+    assert_eq!(rig.fwd.flow_count(), 1);
+
+    // A TLS flow is not mirrored and goes to the kernel as usual.
+    let cfg = FlowConfig {
+        mirror_plaintext: true,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(cfg, block_py());
+    rig.handshake();
+    let (_, _, outs) = rig.client_data(0, CURL_HELLO);
+    assert!(copies(&outs).is_empty());
+    let (_, action, outs) = rig.feed(
+        Port::B,
+        &seg(
+            false,
+            SERVER_ISN + 1,
+            Some(CLIENT_ISN + 1),
+            "",
+            SERVER_HELLO_TLS12,
+        ),
+    );
+    assert_eq!(action, Action::Forward);
+    assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
+}

@@ -23,7 +23,7 @@ use crate::port::Port;
 use crate::session::{endpoints, Counts, KernelSession, SessionEvent, SessionEventKind, SessionInfo, Volume};
 use crate::stats::WorkerStats;
 use classify::policy::{Action as PolicyAction, Decision, FlowFacts, Policy, RuleRef};
-use classify::{ClientHelloAssembler, ClientHelloInfo, NotTls, Progress};
+use classify::{ClientHelloAssembler, ClientHelloInfo, NotTls, Progress, ServerHelloInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,9 @@ pub enum Action {
     /// Transmit unchanged on the other port, and a copy to the mirror (a plaintext flow
     /// mirrored as-is).
     ForwardMirrored,
+    /// A frame of an intercepted flow: for its session (see [`Output::Intercept`]); the
+    /// buffer may be reused once the session has read it.
+    Intercept(FlowKey),
 }
 
 /// Work for the I/O shell, produced by [`Forwarder::on_frame`] and [`Forwarder::poll`].
@@ -59,6 +62,16 @@ pub enum Output<H> {
     Session(SessionEvent),
     /// The kernel carries this session from now on: the sweeper records how it ends.
     Handoff(KernelSession),
+    /// Take this flow over: the session is built from its handshake frames and the
+    /// held client frames (the ClientHello), which are then free to be reused. From now
+    /// on its frames come as [`Action::Intercept`].
+    Intercept {
+        key: FlowKey,
+        handshake: Box<HandshakeFrames>,
+        held: Vec<H>,
+        client_port: Port,
+        info: Arc<SessionInfo>,
+    },
     /// Copies of a plaintext flow's frames from before it was known not to be TLS (its
     /// handshake, its first payload), for the mirror, in arrival order: each is a
     /// big-endian `u16` length and the frame.
@@ -98,6 +111,9 @@ pub struct FlowConfig {
     /// Mirror TCP flows that are not TLS as they are, every frame from the SYN on. Such
     /// flows stay in userspace (no kernel verdict), so that each frame can be copied.
     pub mirror_plaintext: bool,
+    /// Interception is configured: each flow's SYN and SYN/ACK are kept (one copy per
+    /// flow) so that an `intercept` decision can take the connection over.
+    pub intercept: bool,
 }
 
 impl Default for FlowConfig {
@@ -118,6 +134,7 @@ impl Default for FlowConfig {
             volume_interval: Duration::from_secs(60),
             session_id_base: 0,
             mirror_plaintext: false,
+            intercept: false,
         }
     }
 }
@@ -157,8 +174,17 @@ struct Flow<H> {
     /// ServerHello, read for the session log) or this deadline, then goes to the kernel.
     server_hello_due: Option<Instant>,
     mirror: Mirroring,
+    /// The real handshake's frames, kept while the flow may still be intercepted.
+    handshake: Option<Box<HandshakeFrames>>,
     info: Arc<SessionInfo>,
     counts: Counts,
+}
+
+/// A flow's SYN and SYN/ACK as they crossed the bridge: what a takeover is built from.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeFrames {
+    pub syn: Vec<u8>,
+    pub syn_ack: Vec<u8>,
 }
 
 /// Plaintext mirroring of one flow (with `mirror_plaintext`).
@@ -209,6 +235,11 @@ enum Stage<H> {
     Classifying(Box<Classifying<H>>),
     /// Decided to let through: bypassed to the kernel (fast path) or forwarded here.
     Passing,
+    /// Taken over: its frames go to its interception session.
+    Intercepted,
+    /// Its interception session ended; late frames are dropped (the two real peers'
+    /// sequence spaces no longer match each other) until the linger is over.
+    InterceptClosed,
     /// Reset and dropped.
     Blocked,
 }
@@ -239,6 +270,8 @@ pub struct Forwarder<H> {
     outputs: Vec<Output<H>>,
     next_sweep: Option<Instant>,
     next_session: u64,
+    /// (client, server, SNI) triples not to intercept for a while, shared by workers.
+    pinned: Option<Arc<std::sync::Mutex<tls::bypass::BypassList>>>,
 }
 
 impl<H: Copy> Forwarder<H> {
@@ -252,7 +285,15 @@ impl<H: Copy> Forwarder<H> {
             stats,
             next_sweep: None,
             next_session: 0,
+            pinned: None,
         }
+    }
+
+    /// Sessions whose client rejected a forgery are not intercepted again while on
+    /// `list`.
+    pub fn with_bypass_list(mut self, list: Arc<std::sync::Mutex<tls::bypass::BypassList>>) -> Self {
+        self.pinned = Some(list);
+        self
     }
 
     /// Decisions from now on use `policy`; flows already decided keep their verdict.
@@ -342,6 +383,12 @@ impl<H: Copy> Forwarder<H> {
             started: false,
             ended: false,
             server_hello_due: None,
+            handshake: (self.cfg.intercept && opening).then(|| {
+                Box::new(HandshakeFrames {
+                    syn: frame.to_vec(),
+                    syn_ack: Vec::new(),
+                })
+            }),
             mirror: if self.cfg.mirror_plaintext {
                 Mirroring::Recording(Vec::with_capacity(512), true)
             } else {
@@ -356,6 +403,7 @@ impl<H: Copy> Forwarder<H> {
                 rule: None,
                 hello: None,
                 server_hello: None,
+                upstream_cert: None,
             }),
             counts: Counts::new(now),
         };
@@ -400,6 +448,15 @@ impl<H: Copy> Forwarder<H> {
         let from_client = dir == flow.client_dir;
         flow.counts.add(from_client, frame.len() as u64);
         record_copy(&mut flow.mirror, frame, fs);
+        match flow.stage {
+            // Everything, resets included, belongs to the session now.
+            Stage::Intercepted => return Some(Action::Intercept(key)),
+            Stage::InterceptClosed => {
+                fs.intercept_late_frames.incr();
+                return Some(Action::Drop);
+            }
+            _ => {}
+        }
         if tcp.rst {
             // Either end gave up on the connection: nothing left to decide or hold.
             let blocked = matches!(flow.stage, Stage::Blocked);
@@ -445,6 +502,9 @@ impl<H: Copy> Forwarder<H> {
                 fs.dropped_blocked.incr();
                 Action::Drop
             }
+            // Returned above; here only for the match to be whole.
+            Stage::Intercepted => Action::Intercept(key),
+            Stage::InterceptClosed => Action::Drop,
             Stage::Passing => {
                 let mirrored = matches!(flow.mirror, Mirroring::On);
                 if !from_client && !tcp.payload.is_empty() && flow.server_hello_due.take().is_some() {
@@ -460,10 +520,18 @@ impl<H: Copy> Forwarder<H> {
             Stage::Handshake { payload_start } => {
                 if !from_client && tcp.syn && tcp.ack {
                     flow.synack_seen = true;
+                    if let Some(h) = flow.handshake.as_mut() {
+                        h.syn_ack.clear();
+                        h.syn_ack.extend_from_slice(frame);
+                    }
                 }
                 if from_client && tcp.syn {
                     // A retransmitted (or new) SYN moves the stream's start.
                     *payload_start = tcp.seq.wrapping_add(1);
+                    if let Some(h) = flow.handshake.as_mut() {
+                        h.syn.clear();
+                        h.syn.extend_from_slice(frame);
+                    }
                 }
                 let payload_start = *payload_start;
                 if from_client && tcp.ack && flow.synack_seen && !flow.started {
@@ -585,7 +653,9 @@ impl<H: Copy> Forwarder<H> {
                     idle < cfg.decided_linger
                 }
                 Stage::Passing => idle < cfg.idle_timeout,
-                Stage::Blocked => idle < cfg.decided_linger,
+                Stage::Blocked | Stage::InterceptClosed => idle < cfg.decided_linger,
+                // The worker ends it with its session; this is only a backstop.
+                Stage::Intercepted => idle < cfg.idle_timeout + Duration::from_secs(60),
             };
             if !keep {
                 if closed {
@@ -713,16 +783,24 @@ impl<H: Copy> Forwarder<H> {
         now: Instant,
     ) {
         let fs = &self.stats.flows;
+        let intercept = decision.action == PolicyAction::Intercept
+            && self
+                .flows
+                .get(&key)
+                .is_some_and(|flow| self.intercept_possible(flow, hello.as_deref(), now));
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
         let verdict = match decision.action {
             PolicyAction::Block => "block",
+            PolicyAction::Intercept if intercept => "intercept",
             _ if hello.is_none() && decision == not_tls() => "pass",
             _ => "bypass",
         };
         let rule = if verdict == "pass" {
             "not_tls".to_string()
+        } else if decision.action == PolicyAction::Intercept && !intercept {
+            format!("{} (not intercepted)", decision.rule)
         } else {
             decision.rule.to_string()
         };
@@ -745,12 +823,19 @@ impl<H: Copy> Forwarder<H> {
         self.held_total -= held.held.len();
         fs.frames_held.set(self.held_total as u64);
         match decision.action {
+            PolicyAction::Intercept if intercept => {
+                fs.decided_intercept.incr();
+                flow.stage = Stage::Intercepted;
+                let handshake = flow.handshake.take().unwrap_or_default();
+                self.outputs.push(Output::Intercept {
+                    key,
+                    handshake,
+                    held: held.held,
+                    client_port: flow.client_port,
+                    info: flow.info.clone(),
+                });
+            }
             PolicyAction::Bypass | PolicyAction::Intercept => {
-                if decision.action == PolicyAction::Intercept {
-                    // The daemon refuses intercept rules until interception exists; a
-                    // policy that slipped one through is passed, not broken.
-                    fs.intercept_unavailable.incr();
-                }
                 fs.decided_bypass.incr();
                 self.outputs.extend(
                     held.held
@@ -812,6 +897,97 @@ impl<H: Copy> Forwarder<H> {
                 );
             }
         }
+    }
+
+    /// Whether a flow the policy would intercept can be: interception configured, its
+    /// handshake seen (a mid-stream flow cannot be taken over), and its (client, server,
+    /// SNI) not on the bypass list of clients that rejected a forgery. Counts why not.
+    fn intercept_possible(&self, flow: &Flow<H>, hello: Option<&ClientHelloInfo>, now: Instant) -> bool {
+        let fs = &self.stats.flows;
+        if !self.cfg.intercept {
+            // The daemon refuses intercept rules without [intercept]; a policy that
+            // slipped one through is passed, not broken.
+            fs.intercept_unavailable.incr();
+            return false;
+        }
+        if !flow
+            .handshake
+            .as_ref()
+            .is_some_and(|h| !h.syn.is_empty() && !h.syn_ack.is_empty())
+        {
+            fs.intercept_no_handshake.incr();
+            return false;
+        }
+        if let Some(pinned) = &self.pinned {
+            let key = tls::bypass::BypassKey {
+                client: flow.info.client.ip(),
+                server: flow.info.server.ip(),
+                sni: hello.and_then(|h| h.sni.clone()),
+            };
+            if pinned.lock().map(|mut l| l.contains(&key, now)).unwrap_or(false) {
+                fs.intercept_bypassed_pinned.incr();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// What the interception session learned of the TLS session (for the log).
+    pub fn intercept_established(
+        &mut self,
+        key: &FlowKey,
+        server_hello: ServerHelloInfo,
+        upstream_cert: Option<String>,
+    ) {
+        if let Some(flow) = self.flows.get_mut(key) {
+            let info = Arc::make_mut(&mut flow.info);
+            info.server_hello = Some(server_hello);
+            info.upstream_cert = upstream_cert;
+        }
+    }
+
+    /// The upstream certificate's verdict, known before (or without) an established
+    /// session.
+    pub fn intercept_upstream_cert(&mut self, key: &FlowKey, upstream_cert: String) {
+        if let Some(flow) = self.flows.get_mut(key) {
+            Arc::make_mut(&mut flow.info).upstream_cert = Some(upstream_cert);
+        }
+    }
+
+    /// The flow could not be taken over: it is passed on (its held frames were sent on by
+    /// the caller) and bypassed like any other.
+    pub fn intercept_abandoned(&mut self, key: &FlowKey) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        flow.stage = Stage::Passing;
+        let info = Arc::make_mut(&mut flow.info);
+        info.verdict = Some("bypass");
+        info.rule = info.rule.take().map(|r| format!("{r} (takeover failed)"));
+        self.pass(*key);
+    }
+
+    /// The interception session of `key` is over: its end is recorded, and late frames
+    /// are dropped for a while. `reason`: `None` for a normal end (both sides closed),
+    /// else why (`rst_from_client`, `upstream_rejected`, `idle`, ...).
+    pub fn intercept_ended(&mut self, key: &FlowKey, now: Instant, reason: Option<&'static str>) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let kind = match reason {
+            None => SessionEventKind::EndNormal,
+            Some("idle") => SessionEventKind::EndIdle,
+            Some(_) => SessionEventKind::EndAbnormal,
+        };
+        end_session(
+            &mut self.outputs,
+            flow,
+            now,
+            kind,
+            reason.filter(|r| *r != "idle"),
+        );
+        flow.stage = Stage::InterceptClosed;
+        flow.last_seen = now;
     }
 
     /// The flow is let through from now on; with the fast path, by the kernel (unless it

@@ -10,18 +10,21 @@
 
 mod forward;
 mod hash;
+mod intercept;
 mod port;
 mod session;
 mod stats;
 mod sweeper;
+mod takeovers;
 mod worker;
 
-pub use forward::{Action, FlowConfig, Forwarder, Output, SESSION_SEQ_MASK};
+pub use forward::{Action, FlowConfig, Forwarder, HandshakeFrames, Output, SESSION_SEQ_MASK};
+pub use intercept::{InterceptContext, InterceptSession};
 pub use port::Port;
 pub use session::{
     EventSink, KernelSession, SessionEvent, SessionEventKind, SessionId, SessionInfo, SessionOutputs, Volume,
 };
-pub use stats::{FlowCounters, PortStats, WorkerCounters, WorkerStats};
+pub use stats::{FlowCounters, InterceptCounters, PortStats, WorkerCounters, WorkerStats};
 pub use sweeper::{
     expired, follow, plan_sweep, spawn_sweeper, sweep, Eviction, SessionBook, SessionEventsSink, SweepConfig,
     SweepStats, SweeperSessions,

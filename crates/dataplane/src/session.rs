@@ -59,6 +59,9 @@ pub struct SessionInfo {
     /// The server's answer to the hello, for a bypassed TLS session whose ServerHello was
     /// read before it went to the kernel.
     pub server_hello: Option<ServerHelloInfo>,
+    /// For an intercepted session, the upstream certificate's verdict: `valid`, or
+    /// `invalid: REASON`.
+    pub upstream_cert: Option<String>,
 }
 
 #[derive(Debug, Clone)]

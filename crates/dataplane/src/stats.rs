@@ -81,8 +81,16 @@ counter_set! {
         decided_bypass,
         /// flows decided block (reset both ways, dropped)
         decided_block,
-        /// intercept decisions passed through because interception is not available
+        /// flows decided intercept (taken over by an interception session)
+        decided_intercept,
+        /// intercept decisions passed through because interception is not configured
         intercept_unavailable,
+        /// intercept decisions passed through because the flow's handshake was not seen (mid-stream)
+        intercept_no_handshake,
+        /// intercept decisions passed through because the client rejected a forgery for the same client, server and SNI recently (pinning)
+        intercept_bypassed_pinned,
+        /// frames of an intercepted flow after its session ended, dropped
+        intercept_late_frames,
         /// client frames held now while their flow's hello is read (gauge)
         frames_held,
         /// flows that hit the per-flow or total limit of held frames (treated as unclassified)
@@ -102,6 +110,34 @@ counter_set! {
     }
 }
 
+counter_set! {
+    /// One worker's intercepted sessions.
+    pub struct InterceptCounters {
+        /// sessions taken over (an intercept decision with its handshake seen)
+        sessions,
+        /// intercepted sessions now (gauge)
+        active,
+        /// sessions whose client accepted the forged certificate (plaintext flowed)
+        established,
+        /// sessions refused because the upstream certificate failed verification
+        upstream_rejected,
+        /// sessions whose client rejected the forged certificate (pinning, or it does not trust the inspection CA); put on the bypass list
+        client_rejected_forgery,
+        /// sessions refused because the server asked for a client certificate; put on the bypass list
+        client_cert_requested,
+        /// sessions that ended with a TLS error on either side
+        tls_errors,
+        /// takeovers that could not be set up (the flow was passed on instead)
+        setup_errors,
+        /// frames of intercepted flows handed to their sessions
+        frames_in,
+        /// frames the sessions sent toward the real peers
+        frames_out,
+        /// frames a session wanted to send but no buffer was free (TCP retransmits them)
+        drop_no_buffer,
+    }
+}
+
 /// Everything one worker counts; shared with the stats socket.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -111,6 +147,7 @@ pub struct WorkerStats {
     pub parse_drops: [[Counter; ParseError::ALL.len()]; 2],
     pub worker: WorkerCounters,
     pub flows: FlowCounters,
+    pub intercept: InterceptCounters,
 }
 
 impl WorkerStats {
@@ -130,6 +167,7 @@ impl WorkerStats {
         let mut out = self.worker.snapshot();
         out.insert("ports".into(), ports.into());
         out.insert("flows".into(), self.flows.snapshot().into());
+        out.insert("intercept".into(), self.intercept.snapshot().into());
         out.into()
     }
 }

@@ -415,6 +415,7 @@ mod tests {
                 rule: Some("default".into()),
                 hello: None,
                 server_hello: None,
+                upstream_cert: None,
             }),
             counts: {
                 let mut c = Counts::new(at);

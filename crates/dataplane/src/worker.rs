@@ -1,9 +1,11 @@
 //! The worker loop: one thread per queue, pinned to its core.
 
 use crate::forward::{Action, FlowConfig, Forwarder, Output};
+use crate::intercept::InterceptContext;
 use crate::port::Port;
 use crate::session::SessionOutputs;
 use crate::stats::WorkerStats;
+use crate::takeovers::{Intercepted, Takeover};
 use anyhow::{anyhow, Context, Result};
 use classify::policy::Policy;
 use std::io::Write;
@@ -59,8 +61,12 @@ pub struct WorkerConfig {
     pub policy: Arc<SharedPolicy>,
     /// Session events and kernel handoffs; `None` records nothing.
     pub sessions: Option<SessionOutputs>,
-    /// Where mirrored frames go (plaintext flows, with `flows.mirror_plaintext`).
+    /// Where mirrored frames go (plaintext flows, with `flows.mirror_plaintext`; decrypted
+    /// sessions).
     pub mirror: Option<mirror::FanoutSender>,
+    /// Interception: the TLS configuration and the shared bypass list of (client,
+    /// server, SNI) triples whose client rejected a forgery. `None`: not configured.
+    pub intercept: Option<(InterceptContext, Arc<Mutex<tls::bypass::BypassList>>)>,
     /// Frames taken from an RX ring per pass.
     pub batch_size: usize,
     pub xsk: XskOptions,
@@ -158,8 +164,13 @@ fn run(
     tracing::info!(queue = cfg.queue, core = ?cfg.core, "worker running");
 
     let mut policy_generation = cfg.policy.generation();
+    let intercept = cfg.intercept.take();
     let mut forwarder: Forwarder<FrameDesc> =
         Forwarder::new(cfg.flows.clone(), cfg.policy.current(), stats.clone());
+    if let Some((_, pinned)) = &intercept {
+        forwarder = forwarder.with_bypass_list(pinned.clone());
+    }
+    let mut sessions = intercept.map(|(ctx, pinned)| Intercepted::new(ctx, pinned));
     let batch = cfg.batch_size.max(1);
     let mut rx_descs = vec![FrameDesc::default(); batch];
     // Frames for each port's TX ring, in order; sent at the end of each direction's batch.
@@ -171,6 +182,7 @@ fn run(
     let mut outlets = Outlets {
         sessions: cfg.sessions.take(),
         mirror: cfg.mirror.take(),
+        takeovers: Vec::new(),
         clock: MirrorClock::now(),
     };
 
@@ -211,6 +223,13 @@ fn run(
                     }
                     Action::Drop => socks.free.push(*desc),
                     Action::Hold => {}
+                    Action::Intercept(key) => {
+                        if let Some(table) = sessions.as_mut() {
+                            table.handle_frame(key, from, data.contents(), now, &stats);
+                        }
+                        // The session copied what it needed.
+                        socks.free.push(*desc);
+                    }
                 }
                 if forwarder.has_outputs() {
                     carry_out(
@@ -222,7 +241,27 @@ fn run(
                         now,
                         &stats,
                     );
+                    if let Some(table) = sessions.as_mut() {
+                        table.start_pending(
+                            &mut forwarder,
+                            &mut socks,
+                            &mut tx_descs,
+                            &mut outlets,
+                            now,
+                            &stats,
+                        );
+                    }
                 }
+            }
+            if let Some(table) = sessions.as_mut() {
+                table.service(
+                    &mut forwarder,
+                    &mut socks,
+                    &mut tx_descs,
+                    &mut outlets,
+                    now,
+                    &stats,
+                );
             }
             transmit(&mut socks, to, &mut tx_descs, &mut in_flight, &stats)?;
         }
@@ -230,6 +269,17 @@ fn run(
             // Safety: held descriptors are frames of this UMEM in no ring.
             unsafe { socks.umem.data(desc) }.contents()
         });
+        if let Some(table) = sessions.as_mut() {
+            // Timers of the intercepted sessions (retransmissions, delayed ACKs, idle).
+            table.service(
+                &mut forwarder,
+                &mut socks,
+                &mut tx_descs,
+                &mut outlets,
+                now,
+                &stats,
+            );
+        }
         if forwarder.has_outputs() {
             carry_out(
                 &mut forwarder,
@@ -240,6 +290,16 @@ fn run(
                 now,
                 &stats,
             );
+            if let Some(table) = sessions.as_mut() {
+                table.start_pending(
+                    &mut forwarder,
+                    &mut socks,
+                    &mut tx_descs,
+                    &mut outlets,
+                    now,
+                    &stats,
+                );
+            }
         }
         for to in [Port::A, Port::B] {
             if !to.of(&tx_descs).is_empty() {
@@ -272,17 +332,25 @@ fn run(
             } else {
                 stats.worker.idle_polls.incr();
                 mirror_kernel_stats(&socks, &stats);
-                // Flows being classified have deadlines; do not sleep through them.
-                let timeout = if forwarder.frames_held() > 0 {
+                // Flows being classified have deadlines, intercepted sessions timers; do
+                // not sleep through them.
+                let mut timeout = if forwarder.frames_held() > 0 {
                     10
                 } else {
                     IDLE_POLL_MS
                 };
+                if let Some(due) = sessions.as_ref().and_then(|t| t.next_deadline()) {
+                    let ms = due.saturating_duration_since(Instant::now()).as_millis();
+                    timeout = timeout.min(i32::try_from(ms).unwrap_or(i32::MAX).max(1));
+                }
                 wait_readable(&fds, timeout);
             }
         }
     }
     // Sessions still open get their end records (or go to the sweeper for them).
+    if let Some(table) = sessions.as_mut() {
+        table.shutdown(&mut socks, &mut outlets);
+    }
     forwarder.shutdown(Instant::now());
     carry_out(
         &mut forwarder,
@@ -368,6 +436,19 @@ fn carry_out(
                     }
                 }
             }
+            Output::Intercept {
+                key,
+                handshake,
+                held,
+                client_port,
+                info,
+            } => outlets.takeovers.push(Takeover {
+                key,
+                handshake,
+                held,
+                client_port,
+                info,
+            }),
             Output::Handoff(session) => {
                 if let Some(s) = sessions {
                     if s.handoff.try_send(session).is_err() {
@@ -381,12 +462,14 @@ fn carry_out(
 
 /// Where a worker's records and copies go besides the wire.
 #[derive(Debug)]
-struct Outlets {
+pub(crate) struct Outlets {
     sessions: Option<SessionOutputs>,
-    mirror: Option<mirror::FanoutSender>,
+    pub(crate) mirror: Option<mirror::FanoutSender>,
+    /// Flows the forwarder decided to intercept, for the session table to take over.
+    pub(crate) takeovers: Vec<Takeover>,
     /// Mirrored frames carry wall-clock times, placed relative to one reading of both
     /// clocks.
-    clock: MirrorClock,
+    pub(crate) clock: MirrorClock,
 }
 
 /// The frames of an [`Output::MirrorCopies`]: each a big-endian `u16` length and bytes.
@@ -406,12 +489,16 @@ impl<'a> Iterator for CopiedFrames<'a> {
 
 /// Wall-clock times for the mirror from the worker's monotonic clock.
 #[derive(Debug, Clone, Copy)]
-struct MirrorClock {
+pub(crate) struct MirrorClock {
     instant: Instant,
     since_epoch: Duration,
 }
 
 impl MirrorClock {
+    pub(crate) fn wall(&self, t: Instant) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + self.at(t)
+    }
+
     fn now() -> Self {
         Self {
             instant: Instant::now(),
@@ -421,7 +508,7 @@ impl MirrorClock {
         }
     }
 
-    fn at(&self, t: Instant) -> mirror::Timestamp {
+    pub(crate) fn at(&self, t: Instant) -> mirror::Timestamp {
         self.since_epoch + t.saturating_duration_since(self.instant)
     }
 }

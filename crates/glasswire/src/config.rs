@@ -17,6 +17,10 @@ pub struct Config {
     /// Which TLS flows are bypassed, blocked (or, later, intercepted): docs/policy.md.
     #[serde(default)]
     pub policy: PolicySpec,
+    /// Interception (docs/intercept.md): the inspection CA and how upstream servers are
+    /// verified. Needed by policy rules with `action = "intercept"`.
+    #[serde(default)]
+    pub intercept: Option<InterceptConfig>,
     /// Where mirrored traffic goes, and what is mirrored (docs/mirror.md).
     #[serde(default)]
     pub mirror: MirrorConfig,
@@ -79,6 +83,7 @@ impl FlowsConfig {
         fast_path: bool,
         session_id_base: u64,
         mirror_plaintext: bool,
+        intercept: bool,
     ) -> dataplane::FlowConfig {
         dataplane::FlowConfig {
             fast_path,
@@ -97,6 +102,7 @@ impl FlowsConfig {
             volume_interval: Duration::from_secs(self.volume_interval_s),
             session_id_base,
             mirror_plaintext,
+            intercept,
         }
     }
 
@@ -109,6 +115,72 @@ impl FlowsConfig {
             volume_interval: Duration::from_secs(self.volume_interval_s),
             ..dataplane::SweepConfig::default()
         }
+    }
+}
+
+/// `[intercept]`: what an intercepted session needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptConfig {
+    /// PEM certificate of the inspection CA (`glasswire ca init --out DIR` makes one);
+    /// the clients must trust it.
+    pub ca_cert: PathBuf,
+    /// Its PEM private key; refused when readable by group or others.
+    pub ca_key: PathBuf,
+    /// PEM file of extra CAs upstream servers may chain to (an internal PKI).
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Trust the system's roots (/etc/ssl/certs) for upstream servers, as a browser would.
+    #[serde(default = "yes")]
+    pub system_roots: bool,
+    /// An upstream certificate that fails verification: `block` the session (the client
+    /// gets a handshake failure), or `untrusted`: give the client a forgery from an
+    /// issuer nobody trusts, so its own check fails as it would have.
+    #[serde(default = "default_on_upstream_failure")]
+    pub on_upstream_failure: String,
+    /// Seconds a (client, server, name) whose client rejected the forged certificate
+    /// (pinning) or whose server asked for a client certificate is bypassed.
+    #[serde(default = "default_pinning_bypass_s")]
+    pub pinning_bypass_s: u64,
+    /// Forged certificates kept (one per upstream certificate).
+    #[serde(default = "default_forged_cache")]
+    pub forged_cache: usize,
+}
+
+fn default_on_upstream_failure() -> String {
+    "block".into()
+}
+fn default_pinning_bypass_s() -> u64 {
+    3600
+}
+fn default_forged_cache() -> usize {
+    10_000
+}
+
+impl InterceptConfig {
+    fn validate(&self) -> Result<()> {
+        if !matches!(self.on_upstream_failure.as_str(), "block" | "untrusted") {
+            bail!(
+                "intercept.on_upstream_failure: {:?} is not one of \"block\", \"untrusted\"",
+                self.on_upstream_failure
+            );
+        }
+        if self.pinning_bypass_s == 0 {
+            bail!("intercept.pinning_bypass_s: must be > 0");
+        }
+        if self.forged_cache == 0 {
+            bail!("intercept.forged_cache: must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Paths relative to the config file's directory.
+    pub fn resolve(&self, base: &Path) -> Self {
+        let mut c = self.clone();
+        c.ca_cert = base.join(&self.ca_cert);
+        c.ca_key = base.join(&self.ca_key);
+        c.upstream_ca_file = self.upstream_ca_file.as_ref().map(|p| base.join(p));
+        c
     }
 }
 
@@ -295,7 +367,7 @@ impl Config {
     }
 
     /// Refuses a policy that asks for what this build cannot do yet.
-    pub fn check_runnable(policy: &Policy) -> Result<()> {
+    pub fn check_runnable(&self, policy: &Policy) -> Result<()> {
         let mut wants = policy.rules_with_action(Action::Intercept);
         if policy.default_action() == Action::Intercept {
             wants.push("policy.default".into());
@@ -303,9 +375,9 @@ impl Config {
         if policy.unclassified().action == Action::Intercept {
             wants.push("policy.unclassified".into());
         }
-        if !wants.is_empty() {
+        if !wants.is_empty() && self.intercept.is_none() {
             bail!(
-                "policy: {} asks to intercept, but interception is not built yet (it lands with the interception issue); use \"bypass\" or \"block\"",
+                "policy: {} asks to intercept, but there is no [intercept] section: create an inspection CA with `glasswire ca init --out DIR` and set intercept.ca_cert and intercept.ca_key (docs/intercept.md)",
                 wants.join(", ")
             );
         }
@@ -383,6 +455,9 @@ impl Config {
             bail!("bridge.flow_capacity: must be > 0");
         }
         self.mirror.validate()?;
+        if let Some(i) = &self.intercept {
+            i.validate()?;
+        }
         if self.stats.socket.as_os_str().is_empty() {
             bail!("stats.socket: must be a path");
         }
@@ -442,11 +517,11 @@ mod tests {
     fn shipped_example_parses() {
         let cfg = Config::parse(EXAMPLE).unwrap();
         let policy = cfg.compile_policy().unwrap();
-        Config::check_runnable(&policy).unwrap();
+        cfg.check_runnable(&policy).unwrap();
     }
 
     #[test]
-    fn policy_errors_name_the_line_and_intercept_is_refused_for_now() {
+    fn policy_errors_name_the_line_and_intercept_needs_its_section() {
         let base = "[bridge]\nport_a = \"a\"\nport_b = \"b\"\n";
         let e = err(&format!(
             "{base}[[policy.rule]]\ndst = \"10.0.0.0/33\"\naction = \"block\"\n"
@@ -460,9 +535,23 @@ mod tests {
         .unwrap();
         let e = format!(
             "{:#}",
-            Config::check_runnable(&cfg.compile_policy().unwrap()).unwrap_err()
+            cfg.check_runnable(&cfg.compile_policy().unwrap()).unwrap_err()
         );
-        assert!(e.contains("rule 1") && e.contains("intercept"), "{e}");
+        assert!(
+            e.contains("rule 1") && e.contains("[intercept]") && e.contains("ca init"),
+            "{e}"
+        );
+        let with_ca = Config::parse(&format!(
+            "{base}[intercept]\nca_cert = \"ca.crt\"\nca_key = \"ca.key\"\n\n[[policy.rule]]\nsni = \"x.example\"\naction = \"intercept\"\n"
+        ))
+        .unwrap();
+        with_ca
+            .check_runnable(&with_ca.compile_policy().unwrap())
+            .unwrap();
+        let e = err(&format!(
+            "{base}[intercept]\nca_cert = \"c\"\nca_key = \"k\"\non_upstream_failure = \"allow\"\n"
+        ));
+        assert!(e.contains("intercept.on_upstream_failure"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ struct PolicyStatus {
 }
 
 pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
-    Config::check_runnable(&policy)?;
+    cfg.check_runnable(&policy)?;
     let b = &cfg.bridge;
     let stop = Arc::new(AtomicBool::new(false));
     // signal-hook rather than ctrlc here: ctrlc's `termination` feature also takes
@@ -94,7 +94,9 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     let log_stats = logger.as_ref().map(|l| l.stats());
 
     if cfg.mirror.has_sinks() && !cfg.mirror.plaintext {
-        tracing::warn!("[mirror] names sinks but mirror.plaintext is off: nothing is mirrored until interception lands");
+        tracing::warn!(
+            "[mirror] names sinks but mirror.plaintext is off: nothing is mirrored until interception lands"
+        );
     }
     let fanout = if cfg.mirror.has_sinks() {
         Some(crate::mirror_sinks::start(&cfg.mirror)?)
@@ -102,6 +104,14 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         None
     };
     let mirror_stats = fanout.clone();
+
+    let intercept = match &cfg.intercept {
+        Some(ic) => Some(intercept_context(
+            &ic.resolve(&cfg.base_dir),
+            cfg.mirror.has_sinks(),
+        )?),
+        None => None,
+    };
 
     let run_nonce = run_nonce();
     let mut workers = Vec::new();
@@ -114,9 +124,11 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
                 b.fast_path && !b.userspace_forward,
                 session_id_base(run_nonce, queue),
                 cfg.mirror.plaintext,
+                intercept.is_some(),
             ),
             sessions: sessions.clone(),
             mirror: fanout.as_ref().and_then(|f| f.sender()),
+            intercept: intercept.clone(),
             policy: policy.shared.clone(),
             batch_size: b.batch_size,
             xsk: XskOptions {
@@ -167,6 +179,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     let snap_program = program.clone();
     let snap_policy = policy.clone();
     let snap_sweep = sweep_stats.clone();
+    let intercept_view = intercept.clone();
     let snapshot = move || {
         let mut v = snapshot(
             &snap_program,
@@ -181,6 +194,9 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
         }
         if let Some(m) = &mirror_stats {
             v["mirror"] = m.snapshot();
+        }
+        if let Some((_, pinned)) = &intercept_view {
+            v["intercept"] = intercept_totals(&v, pinned);
         }
         v["policy"] = json!({
             "summary": *snap_policy.summary.lock().unwrap_or_else(|e| e.into_inner()),
@@ -220,6 +236,46 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     }
     tracing::info!("stopped; XDP program detached");
     result
+}
+
+/// Loads the inspection CA and the upstream trust, for every worker's interceptions.
+fn intercept_context(
+    ic: &crate::config::InterceptConfig,
+    mirror: bool,
+) -> Result<(dataplane::InterceptContext, Arc<Mutex<tls::bypass::BypassList>>)> {
+    let ca = tls::ca::InspectionCa::load(&ic.ca_cert, &ic.ca_key)
+        .context("intercept.ca_cert / intercept.ca_key")?;
+    let ca_name = ca.name().to_string();
+    let forger = tls::forge::Forger::new(ca, ic.forged_cache).context("intercept: the certificate forger")?;
+    let upstream = tls::upstream::Upstream::new(&tls::upstream::UpstreamOptions {
+        system_roots: ic.system_roots,
+        upstream_ca_file: ic.upstream_ca_file.clone(),
+        extra_roots: Vec::new(),
+    })
+    .context("intercept.upstream_ca_file / intercept.system_roots")?;
+    let roots = upstream.root_count();
+    let mut tls_cfg = tls::pair::InterceptConfig::new(Arc::new(upstream), Arc::new(forger));
+    tls_cfg.reject_policy = if ic.on_upstream_failure == "untrusted" {
+        tls::pair::RejectPolicy::ForgeUntrusted
+    } else {
+        tls::pair::RejectPolicy::Block
+    };
+    if !mirror {
+        // Without a mirror nothing reads the plaintext: keep none of it.
+        tls_cfg.tap_limit = None;
+    }
+    tracing::info!(ca = %ca_name, upstream_roots = roots, on_upstream_failure = %ic.on_upstream_failure, "interception ready");
+    let ctx = dataplane::InterceptContext {
+        tls: Arc::new(tls_cfg),
+        splice: splice::Config {
+            // A 1500-byte MTU frame with up to two VLAN tags.
+            max_frame_len: 1522,
+            ..splice::Config::default()
+        },
+        mirror,
+    };
+    let pinned = tls::bypass::BypassList::new(Duration::from_secs(ic.pinning_bypass_s), 65_536);
+    Ok((ctx, Arc::new(Mutex::new(pinned))))
 }
 
 /// Sessions handed from the workers to the sweeper that may wait to be picked up.
@@ -273,7 +329,10 @@ fn supervise(workers: &[WorkerHandle], stop: &AtomicBool, mut tick: impl FnMut()
 /// counted. Only `[policy]` is taken from the new file; other changes need a restart.
 fn reload_policy(path: &Path, running: &Config, status: &PolicyStatus) {
     let loaded = Config::load(path).and_then(|(cfg, policy)| {
-        Config::check_runnable(&policy)?;
+        // The running daemon's [intercept] is what applies until a restart.
+        let mut check = cfg.clone();
+        check.intercept = running.intercept.clone();
+        check.check_runnable(&policy)?;
         Ok((cfg, policy))
     });
     match loaded {
@@ -300,6 +359,26 @@ fn reload_policy(path: &Path, running: &Config, status: &PolicyStatus) {
             tracing::error!(error = %msg, "policy reload failed; the previous policy stays in force");
         }
     }
+}
+
+/// The workers' interception counters summed, with the bypass list's size.
+fn intercept_totals(v: &Value, pinned: &Mutex<tls::bypass::BypassList>) -> Value {
+    let mut sum: Map<String, Value> = Map::new();
+    let mut pinned_bypasses = 0u64;
+    for w in v["workers"].as_array().into_iter().flatten() {
+        if let Some(m) = w["intercept"].as_object() {
+            for (k, n) in m {
+                let add = n.as_u64().unwrap_or(0);
+                let cur = sum.get(k).and_then(Value::as_u64).unwrap_or(0);
+                sum.insert(k.clone(), (cur + add).into());
+            }
+        }
+        pinned_bypasses += w["flows"]["intercept_bypassed_pinned"].as_u64().unwrap_or(0);
+    }
+    sum.insert("bypassed_pinned".into(), pinned_bypasses.into());
+    let on_list = pinned.lock().map(|l| l.len()).unwrap_or(0);
+    sum.insert("bypass_list_entries".into(), on_list.into());
+    sum.into()
 }
 
 type WorkerView = (u32, Option<usize>, Arc<dataplane::WorkerStats>);

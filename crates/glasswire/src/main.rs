@@ -11,7 +11,7 @@ mod sessions;
 mod stats_cmd;
 mod testbed;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -89,6 +89,27 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         action: PolicyCmd,
+    },
+    /// The inspection CA whose forged certificates intercepted clients see
+    /// (docs/intercept.md).
+    Ca {
+        #[command(subcommand)]
+        action: CaCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Create an inspection CA: DIR/ca.crt (give it to the clients' trust stores) and
+    /// DIR/ca.key (mode 0600, created so; it never leaves this file). Refuses to
+    /// overwrite either.
+    Init {
+        /// Directory to write ca.crt and ca.key to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's common name, as clients will show it.
+        #[arg(long, default_value = "glasswire inspection CA")]
+        name: String,
     },
 }
 
@@ -253,6 +274,24 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", policy_cmd::check(&config, &probe)?);
             Ok(())
         }
+        Cmd::Ca {
+            action: CaCmd::Init { out, name },
+        } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let opts = tls::ca::InitOptions {
+                common_name: name,
+                ..tls::ca::InitOptions::default()
+            };
+            let files = tls::ca::init_with(&out, &opts, std::time::SystemTime::now())?;
+            println!(
+                "inspection CA created:\n  certificate {} (install it in the clients' trust stores)\n  private key {} (mode 0600; keep it there)\n\nin the config:\n[intercept]\nca_cert = {:?}\nca_key = {:?}",
+                files.cert.display(),
+                files.key.display(),
+                files.cert,
+                files.key
+            );
+            Ok(())
+        }
         Cmd::Config { action } => match action {
             ConfigCmd::Example => {
                 print!("{}", config::EXAMPLE);
@@ -260,7 +299,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             ConfigCmd::Check { config } => {
                 let (cfg, policy) = config::Config::load(&config)?;
-                config::Config::check_runnable(&policy)?;
+                cfg.check_runnable(&policy)?;
                 println!(
                     "{} is valid (policy: {}):\n\n{}",
                     config.display(),

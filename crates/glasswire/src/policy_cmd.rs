@@ -32,10 +32,10 @@ impl Probe {
 /// Loads the config's policy (an error names the file and line) and, when the probe
 /// names anything, the decision for it. Returns the text to print.
 pub fn check(config: &Path, probe: &Probe) -> Result<String> {
-    let (_, policy) = Config::load(config)?;
+    let (cfg, policy) = Config::load(config)?;
     let mut out = format!("{}: policy valid: {}\n", config.display(), policy.summary());
-    if let Err(e) = Config::check_runnable(&policy) {
-        out.push_str(&format!("note: `glasswire run` refuses it for now: {e:#}\n"));
+    if let Err(e) = cfg.check_runnable(&policy) {
+        out.push_str(&format!("note: `glasswire run` refuses it: {e:#}\n"));
     }
     if !probe.asks_anything() {
         return Ok(out);

@@ -80,7 +80,7 @@ pub fn to_record(ev: &SessionEvent, clock: &Clock) -> SessionRecord {
                 .unwrap_or_else(|| format!("0x{:04x}", sh.cipher_suite))
         }),
         alpn_chosen: s.server_hello.as_ref().and_then(|sh| sh.alpn.clone()),
-        ..TlsSummary::default()
+        upstream_cert: s.upstream_cert.clone(),
     });
     rec.volume = ev.volume.map(|v| Volume {
         interval_start: clock.wall(v.since),

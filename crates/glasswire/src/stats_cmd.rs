@@ -127,6 +127,13 @@ pub fn describe() -> String {
     }
     let _ = writeln!(
         out,
+        "workers[].intercept.* (per worker's intercepted sessions; summed in intercept.*):"
+    );
+    for (name, doc) in dataplane::InterceptCounters::FIELDS {
+        let _ = writeln!(out, "  {name:<22} {}", doc.trim());
+    }
+    let _ = writeln!(
+        out,
         "kernel_flows.* (the kernel's flow map, walked by the sweeper):"
     );
     for (name, doc) in dataplane::SweepStats::FIELDS {

@@ -29,8 +29,8 @@ use tls::pair::{Direction as TlsDirection, Event, InterceptConfig, Interception,
 pub struct InterceptContext {
     pub tls: Arc<InterceptConfig>,
     pub splice: splice::Config,
-    /// Decrypted sessions are re-framed for the mirror (a sink is configured).
-    pub mirror: bool,
+    /// Decrypted sessions are re-framed for the mirror like this; `None`: no mirror.
+    pub mirror: Option<mirror::ConversationOptions>,
 }
 
 /// Bytes read from one TCP half, not yet taken by its TLS half (or the reverse).
@@ -107,7 +107,7 @@ impl InterceptSession {
     ) -> Result<Self, String> {
         let record = HandshakeRecord::from_frames(syn, syn_ack).map_err(|e| format!("handshake: {e:?}"))?;
         let server_ip: IpAddr = record.server.endpoint.ip;
-        let conversation = if ctx.mirror {
+        let conversation = if let Some(opts) = &ctx.mirror {
             let endpoints = mirror::Endpoints {
                 client_mac: record.client.endpoint.mac,
                 server_mac: record.server.endpoint.mac,
@@ -116,7 +116,7 @@ impl InterceptSession {
                 server_ip,
                 server_port: record.server.endpoint.port,
             };
-            mirror::Conversation::new(endpoints, &mirror::ConversationOptions::default()).ok()
+            mirror::Conversation::new(endpoints, opts).ok()
         } else {
             None
         };

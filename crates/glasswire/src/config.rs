@@ -212,6 +212,14 @@ pub struct MirrorConfig {
     /// Frames that may wait for the mirror thread; beyond it they are dropped and
     /// counted, never waited for.
     pub queue_frames: usize,
+    /// Decrypted sessions: server ports rewritten in the mirror, `[[443, 80]]`, so that
+    /// tools that key on ports parse the plaintext (HTTP on 80).
+    pub decrypted_port_remap: Vec<[u16; 2]>,
+    /// Decrypted sessions' frames carry this 802.1Q VLAN id (1-4094), so a recorder can
+    /// tell them from raw traffic.
+    pub decrypted_vlan: Option<u16>,
+    /// MTU of the mirror link: no decrypted frame's IP packet is longer.
+    pub mtu: u16,
 }
 
 impl Default for MirrorConfig {
@@ -226,11 +234,29 @@ impl Default for MirrorConfig {
             pcap_rotate_interval_s: 0,
             pcap_over_ip: None,
             queue_frames: 4096,
+            decrypted_port_remap: Vec::new(),
+            decrypted_vlan: None,
+            mtu: 1500,
         }
     }
 }
 
 impl MirrorConfig {
+    /// How decrypted sessions are re-framed.
+    pub fn conversation(&self) -> mirror::ConversationOptions {
+        mirror::ConversationOptions {
+            mtu: self.mtu,
+            mss: self.mtu.saturating_sub(40),
+            vlan: self.decrypted_vlan.map(|id| mirror::VlanTag { id, pcp: 0 }),
+            port_remap: self
+                .decrypted_port_remap
+                .iter()
+                .map(|[from, to]| mirror::PortRemap { from: *from, to: *to })
+                .collect(),
+            ..mirror::ConversationOptions::default()
+        }
+    }
+
     pub fn has_sinks(&self) -> bool {
         self.tap.is_some() || self.interface.is_some() || self.pcap.is_some() || self.pcap_over_ip.is_some()
     }
@@ -256,6 +282,15 @@ impl MirrorConfig {
         }
         if self.queue_frames == 0 {
             bail!("mirror.queue_frames: must be > 0");
+        }
+        if let Some(v) = self.decrypted_vlan.filter(|v| !(1..=4094).contains(v)) {
+            bail!("mirror.decrypted_vlan: {v} is not a VLAN id (1 to 4094)");
+        }
+        if !(576..=9000).contains(&self.mtu) {
+            bail!("mirror.mtu: {} must be from 576 to 9000", self.mtu);
+        }
+        if let Some([from, to]) = self.decrypted_port_remap.iter().find(|[f, t]| *f == 0 || *t == 0) {
+            bail!("mirror.decrypted_port_remap: [{from}, {to}] names port 0");
         }
         Ok(())
     }

@@ -93,10 +93,8 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     };
     let log_stats = logger.as_ref().map(|l| l.stats());
 
-    if cfg.mirror.has_sinks() && !cfg.mirror.plaintext {
-        tracing::warn!(
-            "[mirror] names sinks but mirror.plaintext is off: nothing is mirrored until interception lands"
-        );
+    if cfg.mirror.has_sinks() && !cfg.mirror.plaintext && cfg.intercept.is_none() {
+        tracing::warn!("[mirror] names sinks but nothing is mirrored: mirror.plaintext is off and there is no [intercept]");
     }
     let fanout = if cfg.mirror.has_sinks() {
         Some(crate::mirror_sinks::start(&cfg.mirror)?)
@@ -108,7 +106,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     let intercept = match &cfg.intercept {
         Some(ic) => Some(intercept_context(
             &ic.resolve(&cfg.base_dir),
-            cfg.mirror.has_sinks(),
+            cfg.mirror.has_sinks().then(|| cfg.mirror.conversation()),
         )?),
         None => None,
     };
@@ -241,7 +239,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
 /// Loads the inspection CA and the upstream trust, for every worker's interceptions.
 fn intercept_context(
     ic: &crate::config::InterceptConfig,
-    mirror: bool,
+    mirror: Option<mirror::ConversationOptions>,
 ) -> Result<(dataplane::InterceptContext, Arc<Mutex<tls::bypass::BypassList>>)> {
     let ca = tls::ca::InspectionCa::load(&ic.ca_cert, &ic.ca_key)
         .context("intercept.ca_cert / intercept.ca_key")?;
@@ -260,7 +258,7 @@ fn intercept_context(
     } else {
         tls::pair::RejectPolicy::Block
     };
-    if !mirror {
+    if mirror.is_none() {
         // Without a mirror nothing reads the plaintext: keep none of it.
         tls_cfg.tap_limit = None;
     }

@@ -167,3 +167,289 @@ fn a_mirror_tap_deleted_mid_run_is_counted_and_the_download_completes() {
     let status = bridge.stop().expect("running");
     assert!(status.success(), "the bridge exits cleanly: {status}");
 }
+
+/// An inspection CA (made by `glasswire ca init`), a testbed CA and a certificate for
+/// www.test it issued, in `dir`.
+fn intercept_pki(dir: &Path) {
+    run_ok(&[
+        BIN,
+        "ca",
+        "init",
+        "--out",
+        dir.join("ica").to_str().expect("path"),
+    ]);
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    run_ok(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=testbed CA",
+        "-keyout",
+        &p("tca.key"),
+        "-out",
+        &p("tca.pem"),
+    ]);
+    run_ok(&[
+        "openssl",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=www.test",
+        "-keyout",
+        &p("www.key"),
+        "-out",
+        &p("www.csr"),
+    ]);
+    std::fs::write(
+        dir.join("www.ext"),
+        "subjectAltName=DNS:www.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run_ok(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &p("www.csr"),
+        "-CA",
+        &p("tca.pem"),
+        "-CAkey",
+        &p("tca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("www.ext"),
+        "-out",
+        &p("www.pem"),
+    ]);
+}
+
+/// nginx with HTTP/1.1 and HTTP/2 over TLS on 443 for www.test, serving `dir/www`.
+fn start_www_nginx(tb: &Testbed, dir: &Path) -> KillOnDrop {
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+         fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
+         server {{\n    listen 443 ssl http2;\n    ssl_certificate {d}/www.pem;\n    ssl_certificate_key {d}/www.key;\n    root {d}/www;\n  }}\n}}\n"
+    );
+    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
+    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+    let conf_path = format!("{d}/nginx.conf");
+    let child = tb.spawn_in(
+        &tb.s("server_ns"),
+        &[
+            "nginx",
+            "-p",
+            &d.to_string(),
+            "-c",
+            &conf_path,
+            "-g",
+            "daemon off;",
+        ],
+    );
+    let guard = KillOnDrop(child);
+    for _ in 0..100 {
+        let out = tb.server(&["ss", "-ltnH", "sport = :443"]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return guard;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Both directions of TCP stream `n` in `pcap`, reassembled by tshark.
+fn tshark_follow(pcap: &Path, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let out = run_ok(&[
+        "tshark",
+        "-r",
+        pcap.to_str().expect("path"),
+        "-q",
+        "-z",
+        &format!("follow,tcp,raw,{n}"),
+    ]);
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let mut body = false;
+    for line in out.lines() {
+        if line.starts_with("Node 1:") {
+            body = true;
+            continue;
+        }
+        if !body || line.starts_with("====") || line.is_empty() {
+            continue;
+        }
+        match line.strip_prefix('\t') {
+            Some(hex) => s2c.extend(unhex(hex.trim())),
+            None => c2s.extend(unhex(line.trim())),
+        }
+    }
+    (c2s, s2c)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn an_intercepted_https_download_is_mirrored_as_plain_http() {
+    if !can_run(&["curl", "tcpdump", "nginx", "openssl", "tshark", "ss"]) {
+        return;
+    }
+    let tb = Testbed::up("e2emirx");
+    let dir = Scratch::new("e2emirx");
+    intercept_pki(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let want = random_file(&www.join("file.bin"), 5);
+    std::fs::write(www.join("index.html"), "hello over h2\n").expect("index");
+    let _nginx = start_www_nginx(&tb, &dir.0);
+    let d = dir.0.display();
+    let config = format!(
+        "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/tca.pem\"\nsystem_roots = false\n\n\
+         [mirror]\ntap = \"mirror0\"\npcap = \"{d}/mirror.pcap\"\ndecrypted_port_remap = [[443, 80]]\n\n\
+         [[policy.rule]]\nname = \"inspect\"\nsni = [\"*.test\"]\naction = \"intercept\"\n"
+    );
+    let mut bridge = tb.start_bridge_with(&dir.0, &config, &[]);
+    let tap_pcap = dir.0.join("tap.pcap");
+    let mut tap = capture(&tb, &tb.s("bridge_ns"), "mirror0", &tap_pcap, "tcp");
+
+    let resolve = format!("www.test:443:{}", tb.s("server_ip"));
+    let ica = format!("{d}/ica/ca.crt");
+    let got = dir.0.join("got.bin");
+    let out = tb.client(&[
+        "curl",
+        "-sS",
+        "--http1.1",
+        "--max-time",
+        "30",
+        "--cacert",
+        &ica,
+        "--resolve",
+        &resolve,
+        "-o",
+        got.to_str().expect("path"),
+        "https://www.test/file.bin",
+    ]);
+    assert!(
+        out.status.success(),
+        "curl through the interception: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256_file(&got), want);
+    let h2 = tb.client(&[
+        "curl",
+        "-sS",
+        "--http2",
+        "--max-time",
+        "10",
+        "--cacert",
+        &ica,
+        "--resolve",
+        &resolve,
+        "https://www.test/index.html",
+    ]);
+    assert!(
+        h2.status.success(),
+        "curl --http2: {}",
+        String::from_utf8_lossy(&h2.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "hello over h2\n");
+    std::thread::sleep(Duration::from_millis(500));
+    stop_capture(&mut tap);
+    let stats = bridge.stats();
+    assert_eq!(u(&stats, &["intercept", "established"]), 2, "{stats}");
+    bridge.stop();
+
+    let pcap = dir.0.join("mirror.pcap");
+    // The HTTP/1.1 exchange, byte for byte: the request as curl sent it, the response
+    // whose body is the served file. No TLS record byte.
+    let (request, response) = tshark_follow(&pcap, 0);
+    assert!(
+        request.starts_with(b"GET /file.bin HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&request[..request.len().min(80)])
+    );
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response headers")
+        + 4;
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        sha256_hex(&response[head_end..]),
+        want,
+        "the mirrored response body is the served file"
+    );
+    // No lost or retransmitted segments, no bad checksums anywhere in the mirror.
+    let flagged = run_ok(&[
+        "tshark",
+        "-r",
+        pcap.to_str().expect("path"),
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-Y",
+        "tcp.analysis.flags || tcp.checksum.status == \"Bad\" || ip.checksum.status == \"Bad\"",
+    ]);
+    assert!(flagged.trim().is_empty(), "tshark flags the mirror:\n{flagged}");
+    // HTTP/2 over TLS is mirrored as h2c that tshark decodes to the requested path.
+    let paths = run_ok(&[
+        "tshark",
+        "-r",
+        pcap.to_str().expect("path"),
+        "-d",
+        "tcp.port==80,http2",
+        "-Y",
+        "http2.header",
+        "-T",
+        "fields",
+        "-e",
+        "http2.headers.path",
+    ]);
+    assert!(
+        paths.lines().any(|l| l.contains("/index.html")),
+        "tshark's HTTP/2 paths: {paths:?}"
+    );
+    // The TAP saw what the pcap holds.
+    let in_pcap = read_pcap(&pcap);
+    let on_tap = read_pcap(&tap_pcap);
+    assert!(in_pcap.len() > 1000);
+    assert_same_frames(&in_pcap, &on_tap, "mirror pcap vs mirror TAP");
+}

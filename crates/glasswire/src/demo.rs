@@ -55,12 +55,23 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         work: work.clone(),
     };
     std::fs::create_dir_all(&work)?;
-    println!("[1/6] testbed up\n{}\n", testbed::describe(&st));
+    println!("[1/7] testbed up\n{}\n", testbed::describe(&st));
 
     let mut config = std::fs::read_to_string(&st.config)?;
     if opts.userspace_forward {
         config = config.replace("userspace_forward = false", "userspace_forward = true");
     }
+    // Interception: an inspection CA the client trusts, and the CA of the "real" HTTPS
+    // server, which the bridge trusts upstream. The decrypted session goes to a mirror
+    // pcap (as HTTP on port 80).
+    let pki = crate::demo_tls::make_pki(&work)?;
+    let mirror_pcap = work.join("mirror.pcap");
+    config.push_str(&format!(
+        "\n[intercept]\nca_cert = {:?}\nca_key = {:?}\nupstream_ca_file = {:?}\nsystem_roots = false\n\n\
+         [mirror]\npcap = {:?}\ndecrypted_port_remap = [[443, 80]]\n\n\
+         [[policy.rule]]\nname = \"inspect-demo\"\nsni = [\"*.demo.test\"]\naction = \"intercept\"\n",
+        pki.inspection_cert, pki.inspection_key, pki.server_ca, mirror_pcap
+    ));
     // The session log: one JSON line per session event, read back for the summary.
     let log_dir = work.join("sessions");
     config.push_str(&format!("\n[log.jsonl]\ndir = \"{}\"\n", log_dir.display()));
@@ -86,7 +97,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     } else {
         "fast path: flows move to the kernel after their first payload"
     };
-    println!("[2/6] bridge running in {} ({mode})\n", st.bridge_ns);
+    println!("[2/7] bridge running in {} ({mode})\n", st.bridge_ns);
 
     for (family, target) in [("IPv4", &st.server_ip), ("IPv6", &st.server_ip6)] {
         let out = sh(&[
@@ -105,7 +116,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         ]);
         match out {
             Ok(text) => println!(
-                "[3/6] ping {family} {target}: {}",
+                "[3/7] ping {family} {target}: {}",
                 text.lines()
                     .find(|l| l.contains("packets transmitted"))
                     .unwrap_or("ok")
@@ -148,7 +159,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let got = sha256_file(&fetched)?;
     let ok = got == want;
     println!(
-        "[4/6] curl {url} from {}: {} MB in {:.2} s ({:.0} Mbit/s), sha256 {} {}\n",
+        "[4/7] curl {url} from {}: {} MB in {:.2} s ({:.0} Mbit/s), sha256 {} {}\n",
         st.client_ns,
         opts.size_mb,
         elapsed.as_secs_f64(),
@@ -161,9 +172,65 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         }
     );
 
-    let stats = telemetry::fetch(&st.stats_socket)?;
+    // HTTPS through the bridge: intercepted, the client sees the inspection CA's
+    // certificate for the server's name.
+    let https_root = work.join("https");
+    std::fs::create_dir_all(&https_root)?;
+    std::fs::write(
+        https_root.join("index.html"),
+        "<h1>hello from the server namespace, over TLS</h1>\n",
+    )?;
+    let code = crate::demo_tls::https_server_code(&st.server_ip, &https_root, &pki);
+    let mut https = Command::new("ip")
+        .args(["netns", "exec", &st.server_ns, "python3", "-c", &code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the HTTPS server in the server namespace")?;
+    let resolve = format!("{}:443:{}", crate::demo_tls::SERVER_NAME, st.server_ip);
+    let url = format!("https://{}/index.html", crate::demo_tls::SERVER_NAME);
+    let ca = pki.inspection_cert.display().to_string();
+    let mut fetched_https = Err(anyhow::anyhow!("not tried"));
+    for _ in 0..50 {
+        fetched_https = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &st.client_ns,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-v",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            &url,
+        ]);
+        match &fetched_https {
+            Err(e) if format!("{e:#}").contains("Failed to connect") => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            _ => break,
+        }
+    }
+    let _ = https.kill();
+    let _ = https.wait();
+    let page = fetched_https.context("the HTTPS fetch through the bridge (intercepted)")?;
     println!(
-        "[5/6] what crossed the bridge\n{}",
+        "[5/7] curl {url} trusting only the inspection CA: {}",
+        page.lines().next().unwrap_or("").trim()
+    );
+
+    let stats = telemetry::fetch(&st.stats_socket)?;
+    let intercepted = stats["intercept"]["established"].as_u64().unwrap_or(0);
+    println!(
+        "      intercepted: {intercepted} session(s); the bridge verified the server's certificate and showed the client one forged by the inspection CA\n"
+    );
+    println!(
+        "[6/7] what crossed the bridge\n{}",
         crate::stats_cmd::render(&stats)
     );
 
@@ -173,8 +240,16 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         stop_bridge(bridge)?;
     }
     let records = read_session_log(&log_dir)?;
-    println!("[6/6] the session log ({} records)", records.len());
+    let (request, response) = crate::demo_tls::first_exchange(&mirror_pcap)?;
+    println!("[7/7] the session log ({} records)", records.len());
     println!("{}", summarize_sessions(&records, &st.server_ip));
+    println!("      the decrypted session, as the mirror pcap shows it to an IDS (HTTP on port 80):");
+    for (who, bytes) in [("request ", &request), ("response", &response)] {
+        for line in String::from_utf8_lossy(bytes).lines().take(3) {
+            println!("        {who} | {line}");
+        }
+    }
+    println!();
 
     if let Some(dir) = &opts.keep {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -188,8 +263,10 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             lines.push('\n');
         }
         std::fs::write(dir.join("sessions.jsonl"), lines)?;
+        std::fs::copy(&mirror_pcap, dir.join("mirror.pcap"))?;
+        std::fs::copy(&pki.inspection_cert, dir.join("inspection-ca.crt"))?;
         println!(
-            "artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json, sessions.jsonl",
+            "artifacts kept in {}: glasswire.toml, stats.json, bridge.log, testbed.json, sessions.jsonl, mirror.pcap, inspection-ca.crt",
             dir.display()
         );
     }
@@ -197,6 +274,9 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     println!("testbed removed.");
     if !ok {
         bail!("the downloaded file differs from the served one");
+    }
+    if intercepted == 0 || !request.starts_with(b"GET /index.html") {
+        bail!("the HTTPS session was not intercepted and mirrored as it should have been");
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod demo_tls;
 mod mirror_sinks;
 mod policy_cmd;
 mod sessions;
@@ -70,7 +71,8 @@ enum Cmd {
     /// Testbed up, bridge running, traffic across it, a summary, testbed down.
     Demo {
         /// Keep the artifacts (config, stats, bridge log, testbed description, session log
-        /// as sessions.jsonl) in DIR.
+        /// as sessions.jsonl, the decrypted mirror as mirror.pcap, the inspection CA's
+        /// certificate) in DIR.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
         /// Size of the file downloaded across the bridge, in MiB.

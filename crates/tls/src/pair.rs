@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{Accepted, Acceptor, NoServerSessionStorage};
+use rustls::server::{Accepted, Acceptor};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     AlertDescription, CipherSuite, ClientConnection, ConnectionCommon, ProtocolVersion, ServerConfig,
@@ -88,6 +88,10 @@ pub struct InterceptConfig {
     /// Bound of plaintext waiting in `poll_plaintext`; `None` disables the tap. A full tap
     /// stalls the relay rather than dropping bytes, so the mirror never has holes.
     pub tap_limit: Option<usize>,
+    /// Sessions clients may resume with the bridge (TLS 1.2 session ids, TLS 1.3
+    /// stateful tickets), shared by all sessions. Resuming skips only the client-side
+    /// certificate: the upstream server is still connected to and verified first.
+    pub client_sessions: Arc<rustls::server::ServerSessionMemoryCache>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -99,6 +103,7 @@ impl InterceptConfig {
             reject_policy: RejectPolicy::default(),
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             tap_limit: Some(DEFAULT_TAP_LIMIT),
+            client_sessions: rustls::server::ServerSessionMemoryCache::new(4096),
             provider: crate::provider(),
         }
     }
@@ -683,10 +688,8 @@ impl Interception {
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(forged)));
         // Exactly the server's choice: the client then speaks what the server speaks.
         cfg.alpn_protocols = alpn.into_iter().collect();
-        // Per-session configs cannot share a resumption cache; a per-session one would
-        // only cost memory.
-        cfg.session_storage = Arc::new(NoServerSessionStorage {});
-        cfg.send_tls13_tickets = 0;
+        // One cache for all sessions, so a client can resume with the bridge.
+        cfg.session_storage = self.cfg.client_sessions.clone();
         Ok(Arc::new(cfg))
     }
 

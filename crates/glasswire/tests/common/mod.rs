@@ -2,6 +2,8 @@
 //! process that stops itself, and commands run inside the testbed's namespaces.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,6 @@ use common::tls::{intercept_pki, start_www_nginx, KillOnDrop};
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// An impairment stage spliced into one side of the testbed: the veth pair between an
 /// end namespace and the bridge is replaced by two pairs with a namespace of impair.py

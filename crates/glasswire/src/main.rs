@@ -302,6 +302,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             ConfigCmd::Check { config } => {
                 let (cfg, policy) = config::Config::load(&config)?;
                 cfg.check_runnable(&policy)?;
+                if let Some(ic) = &cfg.intercept {
+                    // The CA files as `run` will load them: mode, match, CA-ness.
+                    let ic = ic.resolve(&cfg.base_dir);
+                    let ca = tls::ca::InspectionCa::load(&ic.ca_cert, &ic.ca_key)
+                        .context("intercept.ca_cert / intercept.ca_key")?;
+                    println!("inspection CA {:?} loads", ca.name());
+                }
                 println!(
                     "{} is valid (policy: {}):\n\n{}",
                     config.display(),

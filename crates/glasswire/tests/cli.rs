@@ -7,7 +7,7 @@ use common::*;
 #[test]
 fn help_explains_every_subcommand() {
     let out = run_ok(&[BIN, "--help"]);
-    for sub in ["run", "stats", "testbed", "demo", "config", "policy"] {
+    for sub in ["run", "stats", "testbed", "demo", "config", "policy", "ca"] {
         assert!(out.contains(sub), "--help does not mention {sub}:\n{out}");
     }
     let run_help = run_ok(&[BIN, "run", "--help"]);
@@ -183,4 +183,37 @@ fn policy_check_explains_decisions_and_names_bad_lines() {
         "{err}"
     );
     assert!(ask(&[]).contains("refuses"));
+}
+
+#[test]
+fn ca_init_makes_a_private_key_only_root_reads_and_config_check_refuses_a_readable_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("cainit");
+    let ca_dir = dir.0.join("ca");
+    let out = run_ok(&[BIN, "ca", "init", "--out", ca_dir.to_str().expect("path")]);
+    assert!(out.contains("ca.crt") && !out.contains("PRIVATE KEY"), "{out}");
+    let key = ca_dir.join("ca.key");
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second init must not overwrite the CA.
+    let again = run(&[BIN, "ca", "init", "--out", ca_dir.to_str().expect("path")]);
+    assert!(!again.status.success());
+    let cfg = dir.0.join("glasswire.toml");
+    std::fs::write(
+        &cfg,
+        "[bridge]\nport_a = \"a\"\nport_b = \"b\"\n\n[intercept]\nca_cert = \"ca/ca.crt\"\nca_key = \"ca/ca.key\"\n\n\
+         [[policy.rule]]\nsni = \"*.example\"\naction = \"intercept\"\n",
+    )
+    .expect("config");
+    let ok = run_ok(&[BIN, "config", "check", "--config", cfg.to_str().expect("path")]);
+    assert!(ok.contains("inspection CA"), "{ok}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = run(&[BIN, "config", "check", "--config", cfg.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
+    assert!(
+        !err.contains("PRIVATE KEY") && !err.contains("BEGIN"),
+        "no key material in errors: {err}"
+    );
 }

@@ -28,5 +28,5 @@ pub use client_hello::{
     ext, is_grease, parse_sslv2, parse_tls, ClientHelloInfo, ProtocolVersion, VersionFamily, X25519MLKEM768,
 };
 pub use codec::DecodeError;
-pub use server_hello::{cipher_suite_name, parse_server_hello, ServerHelloInfo};
 pub use policy::{Action, Decision, FlowFacts, Policy, PolicyError, PolicySpec, RuleRef, RuleSpec};
+pub use server_hello::{cipher_suite_name, parse_server_hello, ServerHelloInfo};

@@ -130,7 +130,10 @@ mod tests {
     fn tls13_shows_version_and_suite_but_not_its_encrypted_alpn() {
         let info = parse_server_hello(TLS13_H2).unwrap();
         assert_eq!(info.version, ProtocolVersion::TLS1_3);
-        assert_eq!(cipher_suite_name(info.cipher_suite), Some("TLS_AES_256_GCM_SHA384"));
+        assert_eq!(
+            cipher_suite_name(info.cipher_suite),
+            Some("TLS_AES_256_GCM_SHA384")
+        );
         assert_eq!(info.alpn, None);
     }
 

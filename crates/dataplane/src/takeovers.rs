@@ -11,7 +11,7 @@ use crate::intercept::{InterceptContext, InterceptSession};
 use crate::port::Port;
 use crate::session::SessionInfo;
 use crate::stats::WorkerStats;
-use crate::worker::Outlets;
+use crate::worker::MirrorClock;
 use classify::{ProtocolVersion, ServerHelloInfo};
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,10 +55,12 @@ pub(crate) struct Intercepted {
     earliest: Option<Instant>,
     /// Where a session writes its next frame before it is copied into a UMEM buffer.
     frame: Vec<u8>,
+    /// Wall-clock time for certificate validity and the mirror's timestamps.
+    clock: MirrorClock,
 }
 
 impl Intercepted {
-    pub fn new(ctx: InterceptContext, pinned: Arc<Mutex<BypassList>>) -> Self {
+    pub fn new(ctx: InterceptContext, pinned: Arc<Mutex<BypassList>>, clock: MirrorClock) -> Self {
         let frame = vec![0; ctx.splice.max_frame_len];
         Self {
             ctx,
@@ -67,6 +69,7 @@ impl Intercepted {
             touched: Vec::new(),
             earliest: None,
             frame,
+            clock,
         }
     }
 
@@ -97,11 +100,11 @@ impl Intercepted {
         forwarder: &mut Forwarder<FrameDesc>,
         socks: &mut QueueSockets,
         tx_descs: &mut [Vec<FrameDesc>; 2],
-        outlets: &mut Outlets,
+        takeovers: &mut Vec<Takeover>,
         now: Instant,
         stats: &WorkerStats,
     ) {
-        for t in std::mem::take(&mut outlets.takeovers) {
+        for t in takeovers.drain(..) {
             let started = {
                 // Safety: held descriptors are frames of this UMEM in no ring.
                 let frames: Vec<&[u8]> = t
@@ -111,7 +114,7 @@ impl Intercepted {
                     .collect();
                 InterceptSession::new(
                     now,
-                    outlets.clock.wall(now),
+                    self.clock.wall(now),
                     &t.handshake.syn,
                     &t.handshake.syn_ack,
                     &frames,
@@ -154,7 +157,7 @@ impl Intercepted {
         forwarder: &mut Forwarder<FrameDesc>,
         socks: &mut QueueSockets,
         tx_descs: &mut [Vec<FrameDesc>; 2],
-        outlets: &mut Outlets,
+        mirror: &mut Option<mirror::FanoutSender>,
         now: Instant,
         stats: &WorkerStats,
     ) {
@@ -203,8 +206,7 @@ impl Intercepted {
             while let Some(ev) = e.session.poll_event() {
                 on_event(key, e, ev, forwarder, &self.pinned, now, stats);
             }
-            e.session
-                .drain_mirror(outlets.clock.at(now), outlets.mirror.as_mut());
+            e.session.drain_mirror(self.clock.at(now), mirror.as_mut());
             e.deadline = e.session.poll_timeout();
             if e.session.is_finished() {
                 finished.push(key);
@@ -229,8 +231,8 @@ impl Intercepted {
     }
 
     /// The worker is stopping: buffers of takeovers not started yet go back.
-    pub fn shutdown(&mut self, socks: &mut QueueSockets, outlets: &mut Outlets) {
-        for t in outlets.takeovers.drain(..) {
+    pub fn shutdown(&mut self, socks: &mut QueueSockets, takeovers: &mut Vec<Takeover>) {
+        for t in takeovers.drain(..) {
             socks.free.extend_from_slice(&t.held);
         }
         self.sessions.clear();

@@ -170,7 +170,8 @@ fn run(
     if let Some((_, pinned)) = &intercept {
         forwarder = forwarder.with_bypass_list(pinned.clone());
     }
-    let mut sessions = intercept.map(|(ctx, pinned)| Intercepted::new(ctx, pinned));
+    let clock = MirrorClock::now();
+    let intercepted = intercept.map(|(ctx, pinned)| Intercepted::new(ctx, pinned, clock));
     let batch = cfg.batch_size.max(1);
     let mut rx_descs = vec![FrameDesc::default(); batch];
     // Frames for each port's TX ring, in order; sent at the end of each direction's batch.
@@ -183,7 +184,8 @@ fn run(
         sessions: cfg.sessions.take(),
         mirror: cfg.mirror.take(),
         takeovers: Vec::new(),
-        clock: MirrorClock::now(),
+        intercepted,
+        clock,
     };
 
     let mut passes: u32 = 0;
@@ -224,7 +226,7 @@ fn run(
                     Action::Drop => socks.free.push(*desc),
                     Action::Hold => {}
                     Action::Intercept(key) => {
-                        if let Some(table) = sessions.as_mut() {
+                        if let Some(table) = outlets.intercepted.as_mut() {
                             table.handle_frame(key, from, data.contents(), now, &stats);
                         }
                         // The session copied what it needed.
@@ -241,24 +243,14 @@ fn run(
                         now,
                         &stats,
                     );
-                    if let Some(table) = sessions.as_mut() {
-                        table.start_pending(
-                            &mut forwarder,
-                            &mut socks,
-                            &mut tx_descs,
-                            &mut outlets,
-                            now,
-                            &stats,
-                        );
-                    }
                 }
             }
-            if let Some(table) = sessions.as_mut() {
+            if let Some(table) = outlets.intercepted.as_mut() {
                 table.service(
                     &mut forwarder,
                     &mut socks,
                     &mut tx_descs,
-                    &mut outlets,
+                    &mut outlets.mirror,
                     now,
                     &stats,
                 );
@@ -269,13 +261,13 @@ fn run(
             // Safety: held descriptors are frames of this UMEM in no ring.
             unsafe { socks.umem.data(desc) }.contents()
         });
-        if let Some(table) = sessions.as_mut() {
+        if let Some(table) = outlets.intercepted.as_mut() {
             // Timers of the intercepted sessions (retransmissions, delayed ACKs, idle).
             table.service(
                 &mut forwarder,
                 &mut socks,
                 &mut tx_descs,
-                &mut outlets,
+                &mut outlets.mirror,
                 now,
                 &stats,
             );
@@ -290,16 +282,6 @@ fn run(
                 now,
                 &stats,
             );
-            if let Some(table) = sessions.as_mut() {
-                table.start_pending(
-                    &mut forwarder,
-                    &mut socks,
-                    &mut tx_descs,
-                    &mut outlets,
-                    now,
-                    &stats,
-                );
-            }
         }
         for to in [Port::A, Port::B] {
             if !to.of(&tx_descs).is_empty() {
@@ -339,7 +321,7 @@ fn run(
                 } else {
                     IDLE_POLL_MS
                 };
-                if let Some(due) = sessions.as_ref().and_then(|t| t.next_deadline()) {
+                if let Some(due) = outlets.intercepted.as_ref().and_then(|t| t.next_deadline()) {
                     let ms = due.saturating_duration_since(Instant::now()).as_millis();
                     timeout = timeout.min(i32::try_from(ms).unwrap_or(i32::MAX).max(1));
                 }
@@ -348,8 +330,8 @@ fn run(
         }
     }
     // Sessions still open get their end records (or go to the sweeper for them).
-    if let Some(table) = sessions.as_mut() {
-        table.shutdown(&mut socks, &mut outlets);
+    if let Some(table) = outlets.intercepted.as_mut() {
+        table.shutdown(&mut socks, &mut outlets.takeovers);
     }
     forwarder.shutdown(Instant::now());
     carry_out(
@@ -389,7 +371,7 @@ const COPY_MODE_TX_PER_KICK: usize = 32;
 
 /// Does what the forwarder asked for: held frames go to their TX list (after what is
 /// already there, so order is kept), freed frames back to the free list, built frames
-/// into a free buffer. Verdicts are written at once: before the released frames are
+/// into a free buffer, flows to intercept to the session table. Verdicts are written at once: before the released frames are
 /// transmitted, so the server's answer to them already finds the flow in the fast path.
 fn carry_out(
     forwarder: &mut Forwarder<FrameDesc>,
@@ -458,6 +440,10 @@ fn carry_out(
             }
         }
     }
+    // Flows just decided `intercept` are taken over now, their held frames still here.
+    if let Some(table) = outlets.intercepted.as_mut() {
+        table.start_pending(forwarder, socks, tx_descs, &mut outlets.takeovers, now, stats);
+    }
 }
 
 /// Where a worker's records and copies go besides the wire.
@@ -467,6 +453,8 @@ pub(crate) struct Outlets {
     pub(crate) mirror: Option<mirror::FanoutSender>,
     /// Flows the forwarder decided to intercept, for the session table to take over.
     pub(crate) takeovers: Vec<Takeover>,
+    /// The intercepted sessions; `None` when interception is not configured.
+    pub(crate) intercepted: Option<Intercepted>,
     /// Mirrored frames carry wall-clock times, placed relative to one reading of both
     /// clocks.
     pub(crate) clock: MirrorClock,

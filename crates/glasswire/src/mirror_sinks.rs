@@ -51,6 +51,8 @@ pub fn start(cfg: &MirrorConfig) -> Result<MirrorFanout> {
     }
     let opts = FanoutOptions {
         channel_depth: cfg.queue_frames,
+        // Each worker may have as many frames in flight as the queue holds.
+        pool_per_sender: cfg.queue_frames,
         ..FanoutOptions::default()
     };
     let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();

@@ -227,7 +227,9 @@ fn an_intercepted_https_download_is_mirrored_as_plain_http() {
     let d = dir.0.display();
     let config = format!(
         "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/tca.pem\"\nsystem_roots = false\n\n\
-         [mirror]\ntap = \"mirror0\"\npcap = \"{d}/mirror.pcap\"\ndecrypted_port_remap = [[443, 80]]\n\n\
+         [mirror]\ntap = \"mirror0\"\npcap = \"{d}/mirror.pcap\"\ndecrypted_port_remap = [[443, 80]]\n\
+         # Room for the whole download: this test is about what the mirror shows, not\n\
+         # about a mirror that cannot keep up (that one drops and counts).\nqueue_frames = 65536\n\n\
          [[policy.rule]]\nname = \"inspect\"\nsni = [\"*.test\"]\naction = \"intercept\"\n"
     );
     let mut bridge = tb.start_bridge_with(&dir.0, &config, &[]);
@@ -279,6 +281,7 @@ fn an_intercepted_https_download_is_mirrored_as_plain_http() {
     stop_capture(&mut tap);
     let stats = bridge.stats();
     assert_eq!(u(&stats, &["intercept", "established"]), 2, "{stats}");
+    assert_eq!(u(&stats, &["mirror", "frames_dropped_queue_full"]), 0, "{stats}");
     bridge.stop();
 
     let pcap = dir.0.join("mirror.pcap");

@@ -119,12 +119,28 @@ fn a_mirror_tap_deleted_mid_run_is_counted_and_the_download_completes() {
     let www = dir.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
     let want = random_file(&www.join("file.bin"), 4);
-    let _http = HttpServer::start(&tb, &www, 8080);
+    // A server that paces its answer (64 KiB every 60 ms, about 4 s): the frames cross the
+    // bridge at that pace whatever the client's buffers, so the TAP goes away mid-stream.
+    let code = format!(
+        "import socket, time\n\
+         data = open({file:?}, 'rb').read()\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(({ip:?}, 8081))\n\
+         s.listen(1)\n\
+         c, _ = s.accept()\n\
+         c.recv(4096)\n\
+         c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n' % len(data))\n\
+         for i in range(0, len(data), 65536):\n    c.sendall(data[i:i + 65536])\n    time.sleep(0.06)\n\
+         c.close()\n",
+        file = www.join("file.bin").display().to_string(),
+        ip = tb.s("server_ip"),
+    );
+    let _server = common::tls::KillOnDrop(tb.spawn_in(&tb.s("server_ns"), &["python3", "-c", &code]));
     let mut bridge = tb.start_bridge_with(&dir.0, &mirror_config(&dir.0), &[]);
 
     let got = dir.0.join("got.bin");
-    let url = format!("http://{}:8080/file.bin", tb.s("server_ip"));
-    // About 2 s long, so the TAP goes away in the middle of it.
+    let url = format!("http://{}:8081/file.bin", tb.s("server_ip"));
     let mut curl = std::process::Command::new("ip")
         .args([
             "netns",
@@ -134,15 +150,18 @@ fn a_mirror_tap_deleted_mid_run_is_counted_and_the_download_completes() {
             "-sS",
             "--max-time",
             "30",
-            "--limit-rate",
-            "2M",
+            "--retry",
+            "5",
+            "--retry-connrefused",
+            "--retry-delay",
+            "1",
             "-o",
         ])
         .arg(&got)
         .arg(&url)
         .spawn()
         .expect("curl");
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1500));
     run_ok(&["ip", "-n", &tb.s("bridge_ns"), "link", "del", "mirror0"]);
     let status = curl.wait().expect("curl");
     assert!(status.success(), "curl failed after the mirror TAP was deleted");

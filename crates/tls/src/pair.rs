@@ -643,7 +643,7 @@ impl Interception {
                 return;
             }
         };
-        let config = forged.and_then(|ck| self.server_config(ck, alpn));
+        let config = forged.and_then(|ck| self.server_config(ck, alpn, version));
         let config = match config {
             Ok(c) => c,
             Err(e) => {
@@ -681,9 +681,17 @@ impl Interception {
         &self,
         forged: Arc<CertifiedKey>,
         alpn: Option<Vec<u8>>,
+        upstream_version: Option<ProtocolVersion>,
     ) -> Result<Arc<ServerConfig>, Error> {
+        // The client gets the version the server speaks: a TLS 1.2-only server is not
+        // dressed up as a TLS 1.3 one.
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match upstream_version {
+            Some(ProtocolVersion::TLSv1_2) => &[&rustls::version::TLS12],
+            Some(ProtocolVersion::TLSv1_3) => &[&rustls::version::TLS13],
+            _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
         let mut cfg = ServerConfig::builder_with_provider(self.cfg.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(forged)));
         // Exactly the server's choice: the client then speaks what the server speaks.

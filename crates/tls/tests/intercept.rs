@@ -122,6 +122,8 @@ fn tls12_only_server() {
     run.run();
     assert!(run.established(), "events: {:?}", run.events);
     assert_eq!(upstream_version(&run.events), Some(ProtocolVersion::TLSv1_2));
+    // The client (which offers 1.3 too) gets the version the server speaks.
+    assert_eq!(run.client.conn.protocol_version(), Some(ProtocolVersion::TLSv1_2));
     assert_eq!(run.client.conn.alpn_protocol(), Some(H11));
     assert_eq!(run.server.received, pattern(100_000, 3));
     assert_eq!(run.client.received, pattern(50_000, 4));

@@ -654,9 +654,23 @@ impl Splice {
             server_first: false,
             counters: Counters::default(),
         };
+        // smoltcp reads the window of its SYN-ACK (unscaled, as SYN windows are) as if
+        // scaled until it sends its next segment, and would accept client data far past
+        // its buffer meanwhile (found by fuzzing: fuzz/corpus/splice/regression-rx-window-*).
+        // The SYN-ACK was swallowed, so its ACK of the held bytes must go out at once:
+        // sending it records the true window.
+        splice.client_half.socket_mut().set_ack_delay(None);
         for frame in held {
             let _ = splice.handle_from_client(now, frame.as_ref());
         }
+        // Emitted now (it leaves with the first poll_transmit), so the window is right
+        // for the very next client segment.
+        let smol_now = splice.smol_time(now);
+        splice.client_half.poll_egress(smol_now);
+        splice
+            .client_half
+            .socket_mut()
+            .set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
         Ok(splice)
     }
 

@@ -215,7 +215,7 @@ fn downloads_survive_loss_duplication_and_reordering_on_both_sides() {
     let _http = HttpServer::start(&tb, &www, 8080);
     let d = dir.0.display();
     let config = format!(
-        "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/tca.pem\"\nsystem_roots = false\n\n\
+        "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/www-ca.pem\"\nsystem_roots = false\n\n\
          [[policy.rule]]\nname = \"inspect\"\nsni = [\"*.test\"]\naction = \"intercept\"\n"
     );
     let bridge = tb.start_bridge_with(&dir.0, &config, &[]);

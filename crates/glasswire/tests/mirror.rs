@@ -245,7 +245,7 @@ fn an_intercepted_https_download_is_mirrored_as_plain_http() {
     let _nginx = start_www_nginx(&tb, &dir.0);
     let d = dir.0.display();
     let config = format!(
-        "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/tca.pem\"\nsystem_roots = false\n\n\
+        "[intercept]\nca_cert = \"{d}/ica/ca.crt\"\nca_key = \"{d}/ica/ca.key\"\nupstream_ca_file = \"{d}/www-ca.pem\"\nsystem_roots = false\n\n\
          [mirror]\ntap = \"mirror0\"\npcap = \"{d}/mirror.pcap\"\ndecrypted_port_remap = [[443, 80]]\n\
          # Room for the whole download: this test is about what the mirror shows, not\n\
          # about a mirror that cannot keep up (that one drops and counts).\nqueue_frames = 65536\n\n\

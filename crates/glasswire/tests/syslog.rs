@@ -64,69 +64,15 @@ impl Drop for LogNamespace {
     }
 }
 
-/// A CA and a server certificate for logsrv.test / 10.77.0.2, made with openssl.
+/// A CA and a server certificate for logsrv.test / 10.77.0.2.
 fn make_log_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    run_ok(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=glasswire test log CA",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-    ]);
-    run_ok(&[
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=logsrv.test",
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        format!(
-            "subjectAltName=DNS:logsrv.test,IP:{LOG_SERVER_IP}\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-        ),
+    common::tls::openssl_ca_and_server(
+        dir,
+        "logsrv",
+        "glasswire test log CA",
+        "logsrv.test",
+        &format!("DNS:logsrv.test,IP:{LOG_SERVER_IP}"),
     )
-    .expect("server.ext");
-    run_ok(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("server.ext"),
-        "-out",
-        &p("server.pem"),
-    ]);
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
 
 /// rsyslogd in the log namespace, in the foreground, writing each message's MSG (one

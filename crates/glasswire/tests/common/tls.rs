@@ -2,11 +2,73 @@
 //! certificate, nginx serving over TLS in the server namespace.
 
 use super::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// An inspection CA (made by `glasswire ca init`), a testbed CA and a certificate for
-/// www.test it issued, in `dir`.
+/// A CA (`{stem}-ca.pem`, its key `{stem}-ca.key`) and a server certificate it issued
+/// (`{stem}.pem`, `{stem}.key`) for `cn` with the subjectAltNames `sans`
+/// (`DNS:name`, `IP:addr`), made with openssl in `dir`. Returns (CA, cert, key).
+pub fn openssl_ca_and_server(
+    dir: &Path,
+    stem: &str,
+    ca_cn: &str,
+    cn: &str,
+    sans: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: String| dir.join(f).to_string_lossy().into_owned();
+    let (ca, ca_key) = (p(format!("{stem}-ca.pem")), p(format!("{stem}-ca.key")));
+    let (cert, key, csr, ext) = (
+        p(format!("{stem}.pem")),
+        p(format!("{stem}.key")),
+        p(format!("{stem}.csr")),
+        p(format!("{stem}.ext")),
+    );
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_subj = format!("/CN={ca_cn}");
+    let mut argv = vec!["openssl", "req", "-x509"];
+    argv.extend(new_key);
+    argv.extend(["-days", "2", "-subj", &ca_subj, "-keyout", &ca_key, "-out", &ca]);
+    run_ok(&argv);
+    let subj = format!("/CN={cn}");
+    let mut argv = vec!["openssl", "req"];
+    argv.extend(new_key);
+    argv.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
+    run_ok(&argv);
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={sans}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("ext");
+    run_ok(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
+
+/// An inspection CA (made by `glasswire ca init`) in `dir/ica`, and a testbed CA
+/// (`dir/www-ca.pem`) that issued a certificate for www.test (`dir/www.pem`,
+/// `dir/www.key`).
 pub fn intercept_pki(dir: &Path) {
     run_ok(&[
         BIN,
@@ -15,63 +77,7 @@ pub fn intercept_pki(dir: &Path) {
         "--out",
         dir.join("ica").to_str().expect("path"),
     ]);
-    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    run_ok(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=testbed CA",
-        "-keyout",
-        &p("tca.key"),
-        "-out",
-        &p("tca.pem"),
-    ]);
-    run_ok(&[
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=www.test",
-        "-keyout",
-        &p("www.key"),
-        "-out",
-        &p("www.csr"),
-    ]);
-    std::fs::write(
-        dir.join("www.ext"),
-        "subjectAltName=DNS:www.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    run_ok(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &p("www.csr"),
-        "-CA",
-        &p("tca.pem"),
-        "-CAkey",
-        &p("tca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("www.ext"),
-        "-out",
-        &p("www.pem"),
-    ]);
+    openssl_ca_and_server(dir, "www", "testbed CA", "www.test", "DNS:www.test");
 }
 
 /// nginx with HTTP/1.1 and HTTP/2 over TLS on 443 for www.test, serving `dir/www`.

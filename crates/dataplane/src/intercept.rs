@@ -332,15 +332,13 @@ impl InterceptSession {
             }
         }
         self.finish_conversation(at);
-        if let (Some(conv), Some(sender)) = (self.conversation.as_mut(), sender) {
-            sender.drain(conv);
-        } else if let Some(conv) = self.conversation.as_mut() {
-            let mut sink = [0u8; 0];
-            while conv.has_pending() {
-                if conv.poll_frame(&mut sink).is_none() {
-                    break;
-                }
+        match (self.conversation.as_mut(), sender) {
+            (Some(conv), Some(sender)) => {
+                sender.drain(conv);
             }
+            // Nothing to hand the frames to: stop re-framing rather than let them pile up.
+            (Some(_), None) => self.conversation = None,
+            _ => {}
         }
     }
 

@@ -11,10 +11,9 @@ use crate::intercept::{InterceptContext, InterceptSession};
 use crate::port::Port;
 use crate::session::SessionInfo;
 use crate::stats::WorkerStats;
-use crate::worker::MirrorClock;
+use crate::worker::{frame_in_free_buffer, MirrorClock};
 use classify::{ProtocolVersion, ServerHelloInfo};
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tls::bypass::{BypassKey, BypassList};
@@ -51,6 +50,9 @@ pub(crate) struct Intercepted {
     sessions: HashMap<FlowKey, Entry>,
     /// Sessions that had input since they were last serviced.
     touched: Vec<FlowKey>,
+    /// Scratch lists of [`Intercepted::service`].
+    due: Vec<FlowKey>,
+    finished: Vec<FlowKey>,
     /// The earliest timer of all sessions.
     earliest: Option<Instant>,
     /// Where a session writes its next frame before it is copied into a UMEM buffer.
@@ -67,6 +69,8 @@ impl Intercepted {
             pinned,
             sessions: HashMap::new(),
             touched: Vec::new(),
+            due: Vec::new(),
+            finished: Vec::new(),
             earliest: None,
             frame,
             clock,
@@ -161,7 +165,10 @@ impl Intercepted {
         now: Instant,
         stats: &WorkerStats,
     ) {
-        let mut due = std::mem::take(&mut self.touched);
+        // Kept between calls so that servicing allocates nothing once warm.
+        let mut due = std::mem::take(&mut self.due);
+        let mut finished = std::mem::take(&mut self.finished);
+        due.append(&mut self.touched);
         if self.earliest.is_some_and(|t| t <= now) {
             due.extend(
                 self.sessions
@@ -170,11 +177,8 @@ impl Intercepted {
                     .map(|(k, _)| *k),
             );
         }
-        if due.is_empty() {
-            return;
-        }
-        let mut finished = Vec::new();
-        for key in due {
+        let serviced = !due.is_empty();
+        for key in due.drain(..) {
             let Some(e) = self.sessions.get_mut(&key) else {
                 continue;
             };
@@ -184,23 +188,13 @@ impl Intercepted {
             }
             e.session.pump();
             while let Some((to, len)) = e.session.poll_transmit(now, &mut self.frame) {
-                let Some(mut desc) = socks.free.pop() else {
-                    stats.intercept.drop_no_buffer.incr();
-                    continue;
-                };
-                // Safety: a frame from the free list belongs to this UMEM and no ring.
-                let mut data = unsafe { socks.umem.data_mut(&mut desc) };
-                let mut cursor = data.cursor();
-                cursor.set_pos(0);
-                if cursor
-                    .write_all(self.frame.get(..len).unwrap_or_default())
-                    .is_ok()
-                {
-                    to.of_mut(tx_descs).push(desc);
-                    stats.intercept.frames_out.incr();
-                } else {
-                    socks.free.push(desc);
-                    stats.intercept.drop_no_buffer.incr();
+                // Without a buffer the segment is lost here; TCP retransmits it.
+                match frame_in_free_buffer(socks, self.frame.get(..len).unwrap_or_default()) {
+                    Some(desc) => {
+                        to.of_mut(tx_descs).push(desc);
+                        stats.intercept.frames_out.incr();
+                    }
+                    None => stats.intercept.drop_no_buffer.incr(),
                 }
             }
             while let Some(ev) = e.session.poll_event() {
@@ -212,7 +206,8 @@ impl Intercepted {
                 finished.push(key);
             }
         }
-        for key in finished {
+        let changed = !finished.is_empty();
+        for key in finished.drain(..) {
             if let Some(e) = self.sessions.remove(&key) {
                 let reason = e
                     .end_reason
@@ -221,8 +216,12 @@ impl Intercepted {
                 forwarder.intercept_ended(&key, now, reason);
             }
         }
-        self.earliest = self.sessions.values().filter_map(|e| e.deadline).min();
-        stats.intercept.active.set(self.sessions.len() as u64);
+        self.due = due;
+        self.finished = finished;
+        if serviced || changed {
+            self.earliest = self.sessions.values().filter_map(|e| e.deadline).min();
+            stats.intercept.active.set(self.sessions.len() as u64);
+        }
     }
 
     /// When the next session timer is due.

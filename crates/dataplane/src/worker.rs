@@ -387,22 +387,10 @@ fn carry_out(
         match out {
             Output::Transmit { to, frame } => to.of_mut(tx_descs).push(frame),
             Output::Free(frame) => socks.free.push(frame),
-            Output::Emit { to, frame } => {
-                let Some(mut desc) = socks.free.pop() else {
-                    to.of(&stats.ports).drop_no_buffer.incr();
-                    continue;
-                };
-                // Safety: a frame from the free list belongs to this UMEM and no ring.
-                let mut data = unsafe { socks.umem.data_mut(&mut desc) };
-                let mut cursor = data.cursor();
-                cursor.set_pos(0);
-                if cursor.write_all(frame.as_bytes()).is_ok() {
-                    to.of_mut(tx_descs).push(desc);
-                } else {
-                    socks.free.push(desc);
-                    to.of(&stats.ports).drop_no_buffer.incr();
-                }
-            }
+            Output::Emit { to, frame } => match frame_in_free_buffer(socks, frame.as_bytes()) {
+                Some(desc) => to.of_mut(tx_descs).push(desc),
+                None => to.of(&stats.ports).drop_no_buffer.incr(),
+            },
             Output::Verdict { key, verdict } => write_verdict(verdicts, key, verdict, stats),
             Output::Session(event) => {
                 if let Some(s) = sessions {
@@ -458,6 +446,22 @@ pub(crate) struct Outlets {
     /// Mirrored frames carry wall-clock times, placed relative to one reading of both
     /// clocks.
     pub(crate) clock: MirrorClock,
+}
+
+/// A frame built here (a reset, a segment of an intercepted session) copied into a free
+/// UMEM buffer; `None` when no buffer is free or it does not fit (the caller counts it).
+pub(crate) fn frame_in_free_buffer(socks: &mut QueueSockets, bytes: &[u8]) -> Option<FrameDesc> {
+    let mut desc = socks.free.pop()?;
+    // Safety: a frame from the free list belongs to this UMEM and no ring.
+    let mut data = unsafe { socks.umem.data_mut(&mut desc) };
+    let mut cursor = data.cursor();
+    cursor.set_pos(0);
+    if cursor.write_all(bytes).is_ok() {
+        Some(desc)
+    } else {
+        socks.free.push(desc);
+        None
+    }
 }
 
 /// The frames of an [`Output::MirrorCopies`]: each a big-endian `u16` length and bytes.

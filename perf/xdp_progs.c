@@ -1,14 +1,32 @@
 // perf/xdp_progs.c — XDP programs perf/bridge attaches to the endpoint veths it makes:
 // "xdp" passes every frame (as the glasswire testbed does on its endpoints: needed for
 // XDP_REDIRECT into a veth, and it moves receive onto veth's NAPI path), "xdp_drop"
-// drops every frame (the generator-ceiling sink).
+// drops every frame (the generator-ceiling sink), "xdp_gen_sink" drops the generator's
+// frames (IPv4 to 10.66.0.200) and passes the rest: the server's sink during the packet
+// rate runs, on every row alike.
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 SEC("xdp")
 int prog_pass(struct xdp_md *ctx) { return XDP_PASS; }
 
 SEC("xdp_drop")
 int prog_drop(struct xdp_md *ctx) { return XDP_DROP; }
+
+SEC("xdp_gen_sink")
+int prog_gen_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	// 10.66.0.200: held by no one; only perf/gen.c sends to it.
+	return ip->daddr == bpf_htonl(0x0a4200c8) ? XDP_DROP : XDP_PASS;
+}
 
 char _license[] SEC("license") = "Dual MIT/GPL";

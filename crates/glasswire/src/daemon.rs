@@ -129,6 +129,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
             intercept: intercept.clone(),
             policy: policy.shared.clone(),
             batch_size: b.batch_size,
+            idle_spin: std::time::Duration::from_micros(b.idle_spin_us.into()),
             xsk: XskOptions {
                 frame_count: b.frame_count,
                 ring_size: b.ring_size,

@@ -322,15 +322,16 @@ impl InterceptSession {
     /// Decrypted bytes re-framed for the mirror, handed to `sender` (or discarded when no
     /// mirror is configured). `at` stamps them.
     pub fn drain_mirror(&mut self, at: Duration, sender: Option<&mut mirror::FanoutSender>) {
-        while let Some((dir, bytes)) = self.tls.poll_plaintext() {
-            if let Some(conv) = self.conversation.as_mut() {
+        let conversation = &mut self.conversation;
+        self.tls.drain_plaintext(|dir, bytes| {
+            if let Some(conv) = conversation.as_mut() {
                 let dir = match dir {
                     TlsDirection::ClientToServer => mirror::Direction::ClientToServer,
                     TlsDirection::ServerToClient => mirror::Direction::ServerToClient,
                 };
-                let _ = conv.push(at, dir, &bytes);
+                let _ = conv.push(at, dir, bytes);
             }
-        }
+        });
         self.finish_conversation(at);
         match (self.conversation.as_mut(), sender) {
             (Some(conv), Some(sender)) => {

@@ -16,7 +16,7 @@
 //! After feeding input with `handle_client_tls` / `handle_server_tls` (each returns how
 //! many bytes it took: keep the rest and offer it again later — that is the back-pressure,
 //! the TCP window closes behind it), call `poll_client_tls`, `poll_server_tls`,
-//! `poll_plaintext` and `poll_event` until each yields nothing. `wants_client_tls` /
+//! `drain_plaintext` and `poll_event` until each yields nothing. `wants_client_tls` /
 //! `wants_server_tls` say whether more input can be taken now. A TCP FIN from either end
 //! goes to `handle_client_eof` / `handle_server_eof`. When `is_done` is true and the polls
 //! are empty, the session is over (after an `Event::Error` or a rejection: abort both TCP
@@ -85,7 +85,7 @@ pub struct InterceptConfig {
     /// Bound of each rustls connection's outgoing buffers and of client bytes held while
     /// the upstream handshake runs.
     pub buffer_limit: usize,
-    /// Bound of plaintext waiting in `poll_plaintext`; `None` disables the tap. A full tap
+    /// Bound of plaintext waiting in `drain_plaintext`; `None` disables the tap. A full tap
     /// stalls the relay rather than dropping bytes, so the mirror never has holes.
     pub tap_limit: Option<usize>,
     /// Sessions clients may resume with the bridge (TLS 1.2 session ids, TLS 1.3
@@ -158,9 +158,16 @@ enum Phase {
 
 struct Tap {
     queue: VecDeque<(Direction, Vec<u8>)>,
+    /// Buffers of chunks already drained, kept for the next chunks: a session with a
+    /// mirror allocates while it warms up, not per decrypted record.
+    spare: Vec<Vec<u8>>,
     bytes: usize,
     limit: Option<usize>,
 }
+
+/// Drained chunk buffers a session keeps: the queue rarely holds more than a record or
+/// two each way between drains.
+const TAP_SPARE_BUFFERS: usize = 4;
 
 impl Tap {
     fn room(&self) -> usize {
@@ -174,7 +181,10 @@ impl Tap {
             return;
         }
         self.bytes += data.len();
-        self.queue.push_back((dir, data.to_vec()));
+        let mut chunk = self.spare.pop().unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(data);
+        self.queue.push_back((dir, chunk));
     }
 }
 
@@ -237,6 +247,7 @@ impl Interception {
             events: VecDeque::new(),
             tap: Tap {
                 queue: VecDeque::new(),
+                spare: Vec::new(),
                 bytes: 0,
                 limit,
             },
@@ -411,14 +422,25 @@ impl Interception {
         n
     }
 
-    /// Decrypted application bytes for the mirror, in the order they were relayed per
-    /// direction. Never handshake or record bytes.
-    #[must_use]
-    pub fn poll_plaintext(&mut self) -> Option<(Direction, Vec<u8>)> {
-        let item = self.tap.queue.pop_front()?;
-        self.tap.bytes = self.tap.bytes.saturating_sub(item.1.len());
-        self.pump();
-        Some(item)
+    /// Hands `sink` the decrypted application bytes for the mirror, chunk by chunk in the
+    /// order they were relayed (never handshake or record bytes), until none is left;
+    /// relaying that waited for room in the tap goes on meanwhile. Returns whether any
+    /// chunk was handed over.
+    pub fn drain_plaintext(&mut self, mut sink: impl FnMut(Direction, &[u8])) -> bool {
+        let mut any = false;
+        while !self.tap.queue.is_empty() {
+            while let Some((dir, chunk)) = self.tap.queue.pop_front() {
+                any = true;
+                self.tap.bytes = self.tap.bytes.saturating_sub(chunk.len());
+                sink(dir, &chunk);
+                if self.tap.spare.len() < TAP_SPARE_BUFFERS {
+                    self.tap.spare.push(chunk);
+                }
+            }
+            // The tap has room again: relay what waited for it (which may tap more).
+            self.pump();
+        }
+        any
     }
 
     /// The next event.

@@ -274,13 +274,11 @@ impl Run {
         progress |= self.server.take_in();
         progress |= self.client.take_in();
         if self.drain_tap {
-            while let Some((dir, bytes)) = self.ic.poll_plaintext() {
-                progress = true;
-                match dir {
-                    Direction::ClientToServer => self.tap_c2s.extend_from_slice(&bytes),
-                    Direction::ServerToClient => self.tap_s2c.extend_from_slice(&bytes),
-                }
-            }
+            let (c2s, s2c) = (&mut self.tap_c2s, &mut self.tap_s2c);
+            progress |= self.ic.drain_plaintext(|dir, bytes| match dir {
+                Direction::ClientToServer => c2s.extend_from_slice(bytes),
+                Direction::ServerToClient => s2c.extend_from_slice(bytes),
+            });
         }
         while let Some(ev) = self.ic.poll_event() {
             progress = true;

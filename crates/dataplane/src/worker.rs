@@ -311,16 +311,19 @@ fn run(
 
         if received > 0 {
             last_received = now;
-        } else if now.saturating_duration_since(last_received) < cfg.idle_spin {
-            // The next frame of a request/response exchange is likely microseconds away:
-            // look again at once, but let anything else runnable on this core go first.
-            std::thread::yield_now();
         } else {
-            if in_flight.iter().any(|&n| n > 0) {
-                // Copy-mode TX only progresses when kicked; kick and look again soon.
+            let flying = in_flight.iter().any(|&n| n > 0);
+            if flying {
+                // Copy-mode TX only progresses when kicked.
                 for port in &socks.ports {
                     port.tx.wakeup().context("waking the TX ring")?;
                 }
+            }
+            if now.saturating_duration_since(last_received) < cfg.idle_spin {
+                // The next frame of a request/response exchange is likely microseconds
+                // away: look again at once, but let anything runnable here go first.
+                std::thread::yield_now();
+            } else if flying {
                 wait_readable(&fds, 1);
             } else {
                 stats.worker.idle_polls.incr();

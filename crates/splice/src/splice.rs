@@ -558,8 +558,17 @@ impl Splice {
         client_half.hop_limit = server.hop_limit;
         server_half.hop_limit = client.hop_limit;
         if timestamps {
-            client_half.timestamps = Some(clock_for(server, client));
-            server_half.timestamps = Some(clock_for(client, server));
+            // The server saw the client's handshake ACK, whose TSval may be later than
+            // the SYN's (by the SYN's round trip): sent in the client's name with an older
+            // one, the hello would fail the server's PAWS check and wait for a
+            // retransmission (found by perf/intercept: 1 s stalls). The held frames were
+            // sent after that ACK, so their latest TSval is at least its.
+            let mut client = *client;
+            for tsval in held.iter().filter_map(|f| parse_segment(f.as_ref()).ok()?.tcp.timestamp) {
+                client.last_tsval = Some(latest_tsval(client.last_tsval, tsval.tsval));
+            }
+            client_half.timestamps = Some(clock_for(server, &client));
+            server_half.timestamps = Some(clock_for(&client, server));
         }
 
         // Client-facing half: a listener gets the client's SYN again.
@@ -860,6 +869,14 @@ impl Splice {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+}
+
+/// The later of two TSvals (RFC 7323 §5.2: compared modulo 2^32).
+fn latest_tsval(known: Option<u32>, seen: u32) -> u32 {
+    match known {
+        Some(k) if (seen.wrapping_sub(k) as i32) <= 0 => k,
+        _ => seen,
     }
 }
 

@@ -418,7 +418,9 @@ fn server_side_data_leaves_as_the_next_client_payload() {
     assert_eq!(out.ack, Some(ISN_S.wrapping_add(1)));
     assert_eq!(out.payload, hello);
     assert_eq!(out.src_mac, CLIENT_MAC);
-    assert_eq!(out.ts, Some((CLIENT_TSVAL, SERVER_TSVAL)));
+    // The server has seen the client's handshake ACK, sent just before the held hello
+    // (TSval CLIENT_TSVAL + 5): an older TSval would fail its PAWS check.
+    assert_eq!(out.ts, Some((CLIENT_TSVAL + 5, SERVER_TSVAL)));
 }
 
 /// The common start of the exchanges below: the bridge's hello went out and the
@@ -932,7 +934,8 @@ fn timestamps_follow_the_impersonated_clock_and_echo_the_newest_peer_tsval() {
     // Toward the server: the client's clock, echoing the server's newest TSval.
     splice.send(Side::Server, b"hello");
     let outs = toward(&drain(&mut splice, &net, at(400)), Side::Server);
-    assert_eq!(outs.last().unwrap().ts, Some((CLIENT_TSVAL + 400, SERVER_TSVAL)));
+    // The client's clock from its latest TSval before the takeover (the held hello's).
+    assert_eq!(outs.last().unwrap().ts, Some((CLIENT_TSVAL + 5 + 400, SERVER_TSVAL)));
     let reply = net.server(
         ISN_S.wrapping_add(1),
         ISN_C.wrapping_add(6),

@@ -448,12 +448,41 @@ impl<H: Copy> Forwarder<H> {
         let from_client = dir == flow.client_dir;
         flow.counts.add(from_client, frame.len() as u64);
         record_copy(&mut flow.mirror, frame, fs);
+        let opening = tcp.syn && !tcp.ack;
         match flow.stage {
             // Everything, resets included, belongs to the session now.
             Stage::Intercepted => return Some(Action::Intercept(key)),
-            Stage::InterceptClosed => {
+            Stage::InterceptClosed if !opening => {
                 fs.intercept_late_frames.incr();
+                // The session is gone, yet this end still sends data or a FIN: its last
+                // segments were never acknowledged. A reset in the other end's name (at
+                // the sequence number it expects) stops its retransmissions.
+                if tcp.ack && !tcp.rst && (tcp.fin || !tcp.payload.is_empty()) {
+                    let from = if from_client {
+                        flow.client_port
+                    } else {
+                        flow.client_port.peer()
+                    };
+                    match tcp_reset(frame, Toward::Sender, tcp.ack_number, None) {
+                        Ok(reset) => {
+                            fs.resets_sent.incr();
+                            self.outputs.push(Output::Emit {
+                                to: from,
+                                frame: reset,
+                            });
+                        }
+                        Err(_) => fs.reset_build_errors.incr(),
+                    }
+                }
                 return Some(Action::Drop);
+            }
+            Stage::InterceptClosed => {
+                // A new connection on the same ports (the client may reuse them as soon
+                // as the old one is reset): a new flow, not a late frame of the old.
+                fs.intercept_reopened.incr();
+                self.flows.remove(&key);
+                fs.tracked.set(self.flows.len() as u64);
+                return None;
             }
             _ => {}
         }

@@ -273,9 +273,16 @@ impl InterceptSession {
     }
 
     /// FINs (or, after a failure, RSTs) toward the peers once all they are owed has been
-    /// handed to TCP; when TLS is over, both ends close.
+    /// handed to TCP; when TLS is over, both ends close; when one peer reset, the other
+    /// is reset.
     fn close_when_due(&mut self) {
         let over = self.tls.is_done() || self.failed;
+        // A peer that reset the connection gets nothing more, and the other is reset in
+        // its name at once: left open, it would retransmit into a session that is gone
+        // (and its frames, dropped as late, would keep the ports blocked for a new one).
+        let reset = [Side::Client, Side::Server]
+            .into_iter()
+            .any(|side| self.splice.status(side).peer_reset);
         for side in [Side::Client, Side::Server] {
             let owed = match side {
                 Side::Client => !self.to_client.is_empty(),
@@ -284,11 +291,11 @@ impl InterceptSession {
             let Some(e) = self.ends.get_mut(side as usize) else {
                 continue;
             };
-            if e.closed || owed || !(over || e.fin_due) {
+            if e.closed || (!reset && (owed || !(over || e.fin_due))) {
                 continue;
             }
             e.closed = true;
-            if self.failed {
+            if self.failed || reset {
                 self.splice.abort(side);
             } else {
                 self.splice.close(side);

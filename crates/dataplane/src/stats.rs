@@ -91,11 +91,13 @@ counter_set! {
         intercept_bypassed_pinned,
         /// frames of an intercepted flow after its session ended, dropped
         intercept_late_frames,
+        /// SYNs that opened a new connection on the ports of an intercepted session that had ended (tracked as a new flow)
+        intercept_reopened,
         /// client frames held now while their flow's hello is read (gauge)
         frames_held,
         /// flows that hit the per-flow or total limit of held frames (treated as unclassified)
         held_limit,
-        /// TCP resets sent (two per blocked flow)
+        /// TCP resets sent (two per blocked flow; one per data or FIN segment a peer sends into an interception session that has ended)
         resets_sent,
         /// resets that could not be built from the flow's frames
         reset_build_errors,

@@ -1189,3 +1189,97 @@ fn a_client_that_rejects_the_forgery_is_bypassed_next_time() {
 
 // Interception under loss, duplication and reordering on both sides of the bridge:
 // tests/impair.rs.
+
+/// One python ssl client on a fixed source port: a GET on a kept-alive connection, then
+/// (`reset`) a close with SO_LINGER 0 — an RST, as a client that closes with unread data
+/// sends — or a clean close. Prints the body's sha256.
+const PY_FIXED_PORT_GET: &str = r#"
+import hashlib, socket, ssl, struct, sys
+ip, port, name, cafile, sport, reset = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "reset"
+ctx = ssl.create_default_context(cafile=cafile)
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+raw.bind(("", sport))
+raw.settimeout(15)
+raw.connect((ip, port))
+s = ctx.wrap_socket(raw, server_hostname=name)
+s.sendall(f"GET /index.html HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
+data, need = b"", None
+while need is None or len(data) < need:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if need is None and sep:
+        length = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        need = len(head) + 4 + int(length[0].split(b":")[1])
+body = data.partition(b"\r\n\r\n")[2]
+if reset:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+# (No unwrap on a clean close: nginx answers a close_notify with a bare FIN.)
+s.close()
+print(hashlib.sha256(body).hexdigest())
+"#;
+
+#[test]
+fn a_client_reset_resets_the_server_and_frees_the_ports_at_once() {
+    let Some(rig) = Rig::up("e2eicrs", &[], false) else {
+        return;
+    };
+    if rig.control {
+        eprintln!("CONTROL MODE: this test is about intercepted sessions; skipped");
+        return;
+    }
+    const SPORT: u16 = 40123;
+    let get = |how: &str| {
+        let o = rig.tb.client(&[
+            "timeout",
+            "30",
+            "python3",
+            "-c",
+            PY_FIXED_PORT_GET,
+            &rig.tb.s("server_ip"),
+            &WWW.to_string(),
+            "www.test",
+            rig.client_ca.to_str().expect("path"),
+            &SPORT.to_string(),
+            how,
+        ]);
+        assert!(
+            o.status.success(),
+            "python client ({how}) from port {SPORT}: {}",
+            text(&o.stderr)
+        );
+        assert_eq!(
+            text(&o.stdout).trim(),
+            rig.hashes["index.html"],
+            "python client ({how}): body differs"
+        );
+    };
+
+    // The client resets its kept-alive connection: the server's end of it goes too
+    // (nginx would otherwise keep it for its keep-alive timeout, and with it the
+    // session at the bridge).
+    get("reset");
+    let filter = format!("( sport = :{WWW} and dport = :{SPORT} )");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = rig.tb.server(&["ss", "-tnH", "state", "connected", &filter]);
+        let open = text(&o.stdout);
+        if open.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "5 s after the client's reset the server still holds the connection:\n{open}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // At once, a new connection from the same port is intercepted as a new session.
+    get("close");
+    let st = rig.wait_stats("the second session", |st| icpt(st, "established") >= 2);
+    assert_eq!(icpt(&st, "sessions"), 2, "{st}");
+    assert_eq!(sum_workers(&st, &["flows", "intercept_reopened"]), 1, "{st}");
+}

@@ -17,6 +17,10 @@ use crate::device::PacketDevice;
 use crate::frame::{emit_ip_packet, ip_packet_len, parse_ip_packet, parse_segment, FrameError, L2Header};
 use crate::record::{HandshakeRecord, PeerHandshake};
 
+/// smoltcp's delayed-ACK timer (its default), set again on the client half after the
+/// takeover.
+const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
+
 /// Length of the timestamps option as it is laid out on the wire (two NOPs + 10).
 const TIMESTAMP_OPTION_LEN: u16 = 12;
 /// RFC 7323 §2.3: a shift count above 14 is treated as 14.
@@ -292,9 +296,15 @@ impl Half {
     }
 
     fn poll_egress(&mut self, smol_now: SmolInstant) {
-        let _ = self
-            .iface
-            .poll_egress(smol_now, &mut self.device, &mut self.sockets);
+        // In TIME-WAIT the half is done and the session may be dropped at once: an ACK
+        // of the peer's last segments still held by the delayed-ACK timer (started
+        // before the FIN came) must leave now, or the peer retransmits into nothing.
+        let at = if self.socket().state() == tcp::State::TimeWait {
+            smol_now + ACK_DELAY
+        } else {
+            smol_now
+        };
+        let _ = self.iface.poll_egress(at, &mut self.device, &mut self.sockets);
     }
 
     /// Runs smoltcp's egress and returns the first segment it emitted (in smoltcp's
@@ -352,6 +362,12 @@ impl Half {
         if let Some(fin) = self.peer_fin.as_mut() {
             fin.ack = tcp.ack_number.map(seq_value);
             fin.window = tcp.window_len;
+            // From the peer's FIN on, what it sent is acknowledged at once, not after the
+            // delayed-ACK timer (set when a segment is taken, so before it is): the
+            // session may be dropped as soon as both halves are closed, and an ACK still
+            // waiting then would never leave — the peer would retransmit its last
+            // segments into a session that is gone (found by perf/intercept).
+            self.socket_mut().set_ack_delay(None);
         }
         self.inject(smol_now, &tcp);
         if is_rst && was_open && self.socket().state() == tcp::State::Closed {
@@ -564,7 +580,10 @@ impl Splice {
             // retransmission (found by perf/intercept: 1 s stalls). The held frames were
             // sent after that ACK, so their latest TSval is at least its.
             let mut client = *client;
-            for tsval in held.iter().filter_map(|f| parse_segment(f.as_ref()).ok()?.tcp.timestamp) {
+            for tsval in held
+                .iter()
+                .filter_map(|f| parse_segment(f.as_ref()).ok()?.tcp.timestamp)
+            {
                 client.last_tsval = Some(latest_tsval(client.last_tsval, tsval.tsval));
             }
             client_half.timestamps = Some(clock_for(server, &client));
@@ -676,10 +695,7 @@ impl Splice {
         // for the very next client segment.
         let smol_now = splice.smol_time(now);
         splice.client_half.poll_egress(smol_now);
-        splice
-            .client_half
-            .socket_mut()
-            .set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
+        splice.client_half.socket_mut().set_ack_delay(Some(ACK_DELAY));
         Ok(splice)
     }
 

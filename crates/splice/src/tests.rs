@@ -935,7 +935,10 @@ fn timestamps_follow_the_impersonated_clock_and_echo_the_newest_peer_tsval() {
     splice.send(Side::Server, b"hello");
     let outs = toward(&drain(&mut splice, &net, at(400)), Side::Server);
     // The client's clock from its latest TSval before the takeover (the held hello's).
-    assert_eq!(outs.last().unwrap().ts, Some((CLIENT_TSVAL + 5 + 400, SERVER_TSVAL)));
+    assert_eq!(
+        outs.last().unwrap().ts,
+        Some((CLIENT_TSVAL + 5 + 400, SERVER_TSVAL))
+    );
     let reply = net.server(
         ISN_S.wrapping_add(1),
         ISN_C.wrapping_add(6),
@@ -1064,4 +1067,41 @@ fn a_client_segment_far_past_the_buffer_right_after_takeover_is_not_taken() {
     let (gap, tail) = got.split_at(far as usize);
     assert!(gap.iter().all(|&b| b == 1), "stale bytes in the gap");
     assert!(tail.iter().all(|&b| b == 7), "stale bytes after the gap");
+}
+
+#[test]
+fn a_peer_fin_is_acknowledged_at_once_so_nothing_waits_when_the_session_ends() {
+    let net = Net::default();
+    let now = Instant::now();
+    let (mut splice, client_next) = exchanged(&net, now);
+    let _ = drain(&mut splice, &net, now);
+    // The bridge closes toward the server, which sends its last bytes and FIN.
+    splice.close(Side::Server);
+    let _ = drain(&mut splice, &net, now);
+    // Its last bytes, then its FIN on its own: the delayed-ACK timer starts with the
+    // bytes, before the FIN comes.
+    let data = net.server(
+        ISN_S.wrapping_add(1 + 12),
+        client_next.wrapping_add(1),
+        b"close_notify",
+        SERVER_TSVAL + 2,
+    );
+    splice.handle_from_server(now, &data).unwrap();
+    let fin = net.frame(
+        false,
+        Seg {
+            seq: ISN_S.wrapping_add(1 + 12 + 12),
+            ack: Some(client_next.wrapping_add(1)),
+            fin: true,
+            window: 2_000,
+            ts: Some((SERVER_TSVAL + 2, CLIENT_TSVAL)),
+            ..Seg::default()
+        },
+    );
+    splice.handle_from_server(now, &fin).unwrap();
+    // Same instant: no delayed-ACK timer may hold the ACK back.
+    let acks = toward(&drain(&mut splice, &net, now), Side::Server);
+    let ack = acks.last().expect("the server's FIN is acknowledged at once");
+    assert_eq!(ack.ack, Some(ISN_S.wrapping_add(1 + 12 + 12 + 1)));
+    assert!(splice.status(Side::Server).closed);
 }

@@ -780,3 +780,77 @@ fn a_mirrored_plaintext_flow_gives_the_mirror_every_frame_from_its_syn_and_stays
     assert_eq!(action, Action::Forward);
     assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
 }
+
+#[test]
+fn an_ended_interception_resets_a_peer_still_sending_and_lets_its_ports_open_anew() {
+    let cfg = FlowConfig {
+        intercept: true,
+        ..FlowConfig::default()
+    };
+    let mut rig = Rig::new(
+        cfg,
+        policy("[[rule]]\nsni = \"test.example\"\naction = \"intercept\"\n"),
+    );
+    rig.handshake();
+    let (_, action, outs) = rig.client_data(0, CURL_HELLO);
+    assert_eq!(action, Action::Hold);
+    let key = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Intercept { key, .. } => Some(*key),
+            _ => None,
+        })
+        .expect("the flow is handed to an interception session");
+    rig.fwd.intercept_ended(&key, rig.now, None);
+    let _ = rig.fwd.outputs().count();
+
+    // The server retransmits its last bytes and FIN, never acknowledged: dropped, and
+    // answered with a reset from the client's address at the sequence number the server
+    // expects.
+    let late = seg(
+        false,
+        SERVER_ISN + 500,
+        Some(CLIENT_ISN + 900),
+        "F",
+        b"close_notify",
+    );
+    let (_, action, outs) = rig.feed(Port::B, &late);
+    assert_eq!(action, Action::Drop);
+    let resets: Vec<(Port, Vec<u8>)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Emit { to, frame } => Some((*to, frame.as_bytes().to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resets.len(), 1, "{outs:?}");
+    let (to, bytes) = &resets[0];
+    assert_eq!(*to, Port::B);
+    let p = SlicedPacket::from_ethernet(bytes).unwrap();
+    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (p.net, p.transport) else {
+        panic!("not TCP/IPv4")
+    };
+    assert!(tcp.rst());
+    assert_eq!(ip.header().source(), [10, 0, 0, 1]);
+    assert_eq!(tcp.sequence_number(), CLIENT_ISN + 900);
+    assert_eq!(rig.stats.flows.intercept_late_frames.get(), 1);
+    // A late reset or bare ACK gets no answer.
+    for (from, late) in [
+        (Port::B, seg(false, SERVER_ISN + 520, None, "R", b"")),
+        (
+            Port::A,
+            seg(true, CLIENT_ISN + 900, Some(SERVER_ISN + 520), "", b""),
+        ),
+    ] {
+        let (_, action, outs) = rig.feed(from, &late);
+        assert_eq!(action, Action::Drop);
+        assert!(!outs.iter().any(|o| matches!(o, Output::Emit { .. })), "{outs:?}");
+    }
+
+    // The client opens a new connection from the same port: a new flow, forwarded.
+    let started = rig.stats.flows.started.get();
+    let (_, action, _) = rig.feed(Port::A, &seg(true, CLIENT_ISN + 70_000, None, "S", b""));
+    assert_eq!(action, Action::Forward);
+    assert_eq!(rig.stats.flows.intercept_reopened.get(), 1);
+    assert_eq!(rig.stats.flows.started.get(), started + 1);
+}

@@ -68,11 +68,6 @@ struct flow_state {
 // Not stored: the frame carries payload (parse() to the verdict check).
 #define FRAME_PAYLOAD 0x100
 
-struct port_info {
-	__u32 index; // 0 = port A (client side), 1 = port B (server side)
-	__u32 pad;
-};
-
 enum counter {
 	C_RX_FRAMES = 0,
 	C_RX_BYTES,
@@ -95,12 +90,10 @@ struct port_counters {
 // constant, the verifier drops the branch that is not taken.
 volatile const __u32 userspace_forward = 0;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16);
-	__type(key, __u32); // ingress ifindex
-	__type(value, struct port_info);
-} ports SEC(".maps");
+// The two ports' ifindexes, set by the loader like `userspace_forward`: which port a
+// frame came in on is two compares, not a map lookup per frame.
+volatile const __u32 port_a_ifindex = 0;
+volatile const __u32 port_b_ifindex = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -253,10 +246,13 @@ SEC("xdp")
 int glasswire_xdp(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
-	struct port_info *pi = bpf_map_lookup_elem(&ports, &ifindex);
-	if (!pi)
+	__u32 port;
+	if (ifindex == port_a_ifindex)
+		port = 0;
+	else if (ifindex == port_b_ifindex)
+		port = 1;
+	else
 		return XDP_PASS;
-	__u32 port = pi->index & 1;
 
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;

@@ -2,7 +2,7 @@
 
 use crate::maps::{VerdictMap, XdpCounter};
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{DevMap, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{DevMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
 use std::ffi::CString;
@@ -39,15 +39,6 @@ pub struct LoadOptions {
     pub mode: AttachMode,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PortInfo {
-    index: u32,
-    pad: u32,
-}
-// Safety: repr(C), plain integers, no padding.
-unsafe impl Pod for PortInfo {}
-
 /// The program attached to both ports. Dropping it detaches the program.
 pub struct BridgeProgram {
     ebpf: Ebpf,
@@ -55,9 +46,9 @@ pub struct BridgeProgram {
     ifindex: [u32; 2],
     xsks: [XskMap<MapData>; 2],
     counters: PerCpuArray<MapData, PortCounters>,
-    // Taken out of `ebpf` to be written; the fds they hold are the ones the program's
-    // instructions were relocated against, so they live as long as the program.
-    _config_maps: (HashMap<MapData, u32, PortInfo>, DevMap<MapData>),
+    // Taken out of `ebpf` to be written; the fd it holds is the one the program's
+    // instructions were relocated against, so it lives as long as the program.
+    _peer: DevMap<MapData>,
 }
 
 impl std::fmt::Debug for BridgeProgram {
@@ -80,23 +71,11 @@ impl BridgeProgram {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("verdicts", opts.flow_capacity)
             .override_global("userspace_forward", &userspace_forward, true)
+            .override_global("port_a_ifindex", &ifindex[0], true)
+            .override_global("port_b_ifindex", &ifindex[1], true)
             .load(PROGRAM)
             .context("loading the XDP program's maps")?;
 
-        let mut port_map: HashMap<_, u32, PortInfo> =
-            HashMap::try_from(take(&mut ebpf, "ports")?).context("map `ports`")?;
-        for (i, idx) in ifindex.iter().enumerate() {
-            port_map
-                .insert(
-                    idx,
-                    PortInfo {
-                        index: i as u32,
-                        pad: 0,
-                    },
-                    0,
-                )
-                .context("writing map `ports`")?;
-        }
         let mut peer: DevMap<_> = DevMap::try_from(take(&mut ebpf, "peer")?).context("map `peer`")?;
         peer.set(0, ifindex[1], None, 0).context("writing map `peer`")?;
         peer.set(1, ifindex[0], None, 0).context("writing map `peer`")?;
@@ -133,7 +112,7 @@ impl BridgeProgram {
             ifindex,
             xsks,
             counters,
-            _config_maps: (port_map, peer),
+            _peer: peer,
         })
     }
 

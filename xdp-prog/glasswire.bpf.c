@@ -58,6 +58,9 @@ struct flow_state {
 	__u64 packets[2];
 	__u64 bytes[2];
 	__u64 last_seen_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+	// The session the verdict was written for (userspace's id): a new connection on the
+	// same ports gets a new one, so the sweeper can tell the two apart.
+	__u64 session;
 };
 
 #define FLOW_FIN_LO_HI 1
@@ -67,6 +70,8 @@ struct flow_state {
 #define FLOW_AFTER_CLOSE 8
 // Not stored: the frame carries payload (parse() to the verdict check).
 #define FRAME_PAYLOAD 0x100
+// Not stored: the frame is a SYN without ACK, a connection opening.
+#define FRAME_OPENING 0x200
 
 enum counter {
 	C_RX_FRAMES = 0,
@@ -239,6 +244,8 @@ static __always_inline enum parsed parse(void *data, void *end, struct flow_key 
 	// Signed: a length field smaller than the headers is not payload.
 	if ((int)l4_len > (int)(tcp->doff * 4))
 		*flow_flags |= FRAME_PAYLOAD;
+	if (tcp->syn && !tcp->ack)
+		*flow_flags |= FRAME_OPENING;
 	return P_TCP;
 }
 
@@ -284,6 +291,13 @@ int glasswire_xdp(struct xdp_md *ctx)
 	struct flow_state *st = bpf_map_lookup_elem(&verdicts, &key);
 	if (!st || (st->verdict != VERDICT_BLOCK && st->verdict != VERDICT_BYPASS))
 		goto userspace;
+	if (st->verdict == VERDICT_BYPASS && (flow_flags & FRAME_OPENING)) {
+		// A new connection on the ports of a bypassed one (clients reuse ports, NATs
+		// more so): it must be classified like any other, not ride the old verdict.
+		// The entry keeps the old session's counts for the sweeper, which ends it.
+		st->verdict = VERDICT_INSPECT;
+		goto userspace;
+	}
 	dir &= 1;
 	__sync_fetch_and_add(&st->packets[dir], 1);
 	__sync_fetch_and_add(&st->bytes[dir], len);
@@ -294,7 +308,7 @@ int glasswire_xdp(struct xdp_md *ctx)
 	__u32 both_fins = FLOW_FIN_LO_HI | FLOW_FIN_HI_LO;
 	if ((flow_flags & FRAME_PAYLOAD) && (st->tcp_flags & both_fins) == both_fins)
 		flow_flags |= FLOW_AFTER_CLOSE;
-	flow_flags &= ~FRAME_PAYLOAD;
+	flow_flags &= ~(FRAME_PAYLOAD | FRAME_OPENING);
 	if (flow_flags && (st->tcp_flags & flow_flags) != flow_flags)
 		__sync_fetch_and_or(&st->tcp_flags, flow_flags);
 	if (st->verdict == VERDICT_BLOCK) {

@@ -56,8 +56,12 @@ pub enum Output<H> {
     Free(H),
     /// Transmit a frame built here (a TCP reset) on `to`.
     Emit { to: Port, frame: BuiltFrame },
-    /// Write this verdict for the flow to the kernel's flow map.
-    Verdict { key: FlowKey, verdict: Verdict },
+    /// Write this verdict for the flow to the kernel's flow map, for session `session`.
+    Verdict {
+        key: FlowKey,
+        verdict: Verdict,
+        session: u64,
+    },
     /// Something happened in a session's life (for the session log).
     Session(SessionEvent),
     /// The kernel carries this session from now on: the sweeper records how it ends.
@@ -484,6 +488,37 @@ impl<H: Copy> Forwarder<H> {
                 fs.tracked.set(self.flows.len() as u64);
                 return None;
             }
+            Stage::Passing if opening => {
+                // A new connection on the ports of a passed one (the kernel sends its SYN
+                // here and stops carrying the old verdict): the old session is over; the
+                // new one is classified like any other.
+                fs.reopened.incr();
+                if flow.in_kernel(self.cfg.fast_path) && !flow.ended {
+                    // Its end is the sweeper's, with the kernel's counts (the worker reads
+                    // them into `reopened` before a new verdict resets them).
+                    flow.ended = true;
+                    self.outputs.push(Output::Handoff(KernelSession {
+                        key,
+                        client_dir: flow.client_dir,
+                        info: flow.info.clone(),
+                        counts: flow.counts,
+                        reopened: Some(xdp::FlowState::default()),
+                    }));
+                } else if flow.fin == [true, true] {
+                    end_session(&mut self.outputs, flow, now, SessionEventKind::EndNormal, None);
+                } else {
+                    end_session(
+                        &mut self.outputs,
+                        flow,
+                        now,
+                        SessionEventKind::EndAbnormal,
+                        Some("reopened"),
+                    );
+                }
+                self.flows.remove(&key);
+                fs.tracked.set(self.flows.len() as u64);
+                return None;
+            }
             _ => {}
         }
         if tcp.rst {
@@ -666,6 +701,7 @@ impl<H: Copy> Forwarder<H> {
                     outputs.push(Output::Verdict {
                         key: *key,
                         verdict: Verdict::Bypass,
+                        session: flow.info.id,
                     });
                 }
             }
@@ -701,6 +737,7 @@ impl<H: Copy> Forwarder<H> {
                         client_dir: flow.client_dir,
                         info: flow.info.clone(),
                         counts: flow.counts,
+                        reopened: None,
                     }));
                     flow.ended = true;
                 } else if closed {
@@ -749,6 +786,7 @@ impl<H: Copy> Forwarder<H> {
                     client_dir: flow.client_dir,
                     info: flow.info.clone(),
                     counts: flow.counts,
+                    reopened: None,
                 }));
             } else if flow.fin == [true, true] {
                 end_session(outputs, &mut flow, now, SessionEventKind::EndNormal, None);
@@ -916,6 +954,7 @@ impl<H: Copy> Forwarder<H> {
                 self.outputs.push(Output::Verdict {
                     key,
                     verdict: Verdict::Block,
+                    session: flow.info.id,
                 });
                 end_session(
                     &mut self.outputs,
@@ -1022,14 +1061,14 @@ impl<H: Copy> Forwarder<H> {
     /// The flow is let through from now on; with the fast path, by the kernel (unless it
     /// is mirrored: the kernel does not copy frames).
     fn pass(&mut self, key: FlowKey) {
-        let mirrored = self
-            .flows
-            .get(&key)
-            .is_some_and(|f| matches!(f.mirror, Mirroring::On));
-        if self.cfg.fast_path && !mirrored {
+        let Some(flow) = self.flows.get(&key) else {
+            return;
+        };
+        if self.cfg.fast_path && !matches!(flow.mirror, Mirroring::On) {
             self.outputs.push(Output::Verdict {
                 key,
                 verdict: Verdict::Bypass,
+                session: flow.info.id,
             });
         }
     }

@@ -151,6 +151,11 @@ pub struct KernelSession {
     pub client_dir: Direction,
     pub info: Arc<SessionInfo>,
     pub(crate) counts: Counts,
+    /// `Some`: a new connection took the flow's ports and the session is over. The
+    /// forwarder leaves an empty state; the worker puts in the kernel's entry as the new
+    /// connection's SYN left it (the session's last counts, read before the new
+    /// connection's verdict resets them), and the sweeper ends the session with it.
+    pub reopened: Option<xdp::FlowState>,
 }
 
 /// Endpoints of a flow whose client sends in direction `client_dir`.

@@ -93,6 +93,8 @@ counter_set! {
         intercept_late_frames,
         /// SYNs that opened a new connection on the ports of an intercepted session that had ended (tracked as a new flow)
         intercept_reopened,
+        /// SYNs that opened a new connection on the ports of a passed (bypassed) flow: the old session ended, the new one is classified
+        reopened,
         /// client frames held now while their flow's hello is read (gauge)
         frames_held,
         /// flows that hit the per-flow or total limit of held frames (treated as unclassified)

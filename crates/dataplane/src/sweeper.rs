@@ -140,6 +140,7 @@ pub fn plan_sweep(
 ) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
     let mut evict = Vec::new();
     let mut events = Vec::new();
+    end_reopened(book, now, &mut events);
     let mut seen: HashSet<FlowKey> = HashSet::with_capacity(book.len());
     for (key, state) in entries {
         let why = expired(state, now_ns, cfg);
@@ -155,6 +156,27 @@ pub fn plan_sweep(
             continue;
         };
         seen.insert(*key);
+        if state.session != f.session.info.id {
+            // The entry is a newer connection's (it reused the ports and has its own
+            // verdict): the followed session ended before it, as far as it was counted.
+            let volume = f.session.counts.take_interval(now);
+            let totals = f.session.counts.totals(now);
+            let info = f.session.info.clone();
+            for (kind, volume) in [
+                (SessionEventKind::Volume, volume),
+                (SessionEventKind::EndNormal, totals),
+            ] {
+                events.push(SessionEvent {
+                    at: now,
+                    kind,
+                    session: info.clone(),
+                    volume: Some(volume),
+                    reason: None,
+                });
+            }
+            book.remove(key);
+            continue;
+        }
         absorb_kernel_counts(f, state);
         let event = |kind, volume, reason| SessionEvent {
             at: now,
@@ -205,6 +227,35 @@ pub fn plan_sweep(
     (evict, events)
 }
 
+/// Sessions whose ports a new connection took end with the kernel's last counts for them
+/// (read by their worker before the new connection's verdict reset the entry).
+fn end_reopened(book: &mut SessionBook, now: Instant, events: &mut Vec<SessionEvent>) {
+    let done: Vec<FlowKey> = book
+        .iter()
+        .filter(|(_, f)| f.session.reopened.is_some())
+        .map(|(k, _)| *k)
+        .collect();
+    for key in done {
+        let Some(mut f) = book.remove(&key) else {
+            continue;
+        };
+        let state = f.session.reopened.unwrap_or_default();
+        absorb_kernel_counts(&mut f, &state);
+        let (kind, reason) = how_it_closed(&state);
+        let volume = f.session.counts.take_interval(now);
+        let totals = f.session.counts.totals(now);
+        for (kind, volume, reason) in [(SessionEventKind::Volume, volume, None), (kind, totals, reason)] {
+            events.push(SessionEvent {
+                at: now,
+                kind,
+                session: f.session.info.clone(),
+                volume: Some(volume),
+                reason,
+            });
+        }
+    }
+}
+
 /// The end of a session whose entry says it closed.
 fn how_it_closed(state: &FlowState) -> (SessionEventKind, Option<&'static str>) {
     if state.tcp_flags & FlowState::RST != 0 {
@@ -236,9 +287,10 @@ pub fn plan_stop(
     book: &mut SessionBook,
 ) -> Vec<SessionEvent> {
     let mut events = Vec::with_capacity(book.len() * 2);
+    end_reopened(book, now, &mut events);
     let mut closed: HashMap<FlowKey, (SessionEventKind, Option<&'static str>)> = HashMap::new();
     for (key, state) in entries {
-        if let Some(f) = book.get_mut(key) {
+        if let Some(f) = book.get_mut(key).filter(|f| f.session.info.id == state.session) {
             absorb_kernel_counts(f, state);
             if state.closed() {
                 closed.insert(*key, how_it_closed(state));
@@ -395,6 +447,8 @@ mod tests {
             verdict: verdict as u32,
             tcp_flags: flags,
             last_seen_ns: last_seen_s * S,
+            // The session `handed_over` makes.
+            session: 7,
             ..FlowState::default()
         }
     }
@@ -417,6 +471,7 @@ mod tests {
                 server_hello: None,
                 upstream_cert: None,
             }),
+            reopened: None,
             counts: {
                 let mut c = Counts::new(at);
                 c.add(true, 74);
@@ -493,6 +548,65 @@ mod tests {
         assert_eq!(events[0].volume.unwrap().packets, [1, 0]);
         let total = events[1].volume.unwrap();
         assert_eq!((total.packets, total.bytes), ([14, 21], [1789, 30074]));
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_session_whose_ports_a_new_connection_took_ends_with_its_own_counts() {
+        let cfg = SweepConfig::default();
+        let t0 = Instant::now();
+        let (key, client_dir) = FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        );
+        let c = client_dir as usize;
+        // Handed over at the new connection's SYN, with the entry as that SYN left it.
+        let mut old = state(Verdict::Inspect, FlowState::FIN_LO_HI | FlowState::FIN_HI_LO, 10);
+        old.packets = [5, 5];
+        old.bytes = [500, 5000];
+        let mut reopened = handed_over(key, client_dir, t0);
+        reopened.reopened = Some(old);
+        let mut book = SessionBook::new();
+        follow(&mut book, reopened);
+        // The entry is the new connection's by now (its own verdict and counts).
+        let mut new = state(Verdict::Bypass, 0, 11);
+        new.session = 8;
+        new.packets = [3, 3];
+        let (ev, events) = plan_sweep(
+            &[(key, new)],
+            11 * S,
+            t0 + Duration::from_secs(1),
+            &cfg,
+            &mut book,
+            true,
+        );
+        assert!(ev.is_empty(), "the new connection's entry stays: {ev:?}");
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
+        let total = events[1].volume.unwrap();
+        // The handed-over userspace counts plus the old entry's, none of the new one's.
+        let handed = handed_over(key, client_dir, t0).counts.totals(t0);
+        assert_eq!(total.packets[0], handed.packets[0] + old.packets[c]);
+        assert_eq!(total.bytes[1], handed.bytes[1] + old.bytes[1 - c]);
+        assert!(book.is_empty());
+
+        // A followed session whose entry another session's verdict overwrote before any
+        // reopen was seen ends too, without the newcomer's counts.
+        follow(&mut book, handed_over(key, client_dir, t0));
+        let (ev, events) = plan_sweep(
+            &[(key, new)],
+            12 * S,
+            t0 + Duration::from_secs(2),
+            &cfg,
+            &mut book,
+            true,
+        );
+        assert!(ev.is_empty());
+        let total = events[1].volume.unwrap();
+        assert_eq!((total.packets, total.bytes), (handed.packets, handed.bytes));
         assert!(book.is_empty());
     }
 

@@ -405,7 +405,11 @@ fn carry_out(
                 Some(desc) => to.of_mut(tx_descs).push(desc),
                 None => to.of(&stats.ports).drop_no_buffer.incr(),
             },
-            Output::Verdict { key, verdict } => write_verdict(verdicts, key, verdict, stats),
+            Output::Verdict {
+                key,
+                verdict,
+                session,
+            } => write_verdict(verdicts, key, verdict, session, stats),
             Output::Session(event) => {
                 if let Some(s) = sessions {
                     if !(s.events)(event) {
@@ -433,7 +437,16 @@ fn carry_out(
                 client_port,
                 info,
             }),
-            Output::Handoff(session) => {
+            Output::Handoff(mut session) => {
+                if let Some(reopened) = session.reopened.as_mut() {
+                    // One lookup per reopened flow (rare): the entry still holds the old
+                    // session's counts; the new connection's verdict will reset them.
+                    if let Ok(Some(state)) = verdicts.get(&session.key) {
+                        if state.session == session.info.id {
+                            *reopened = state;
+                        }
+                    }
+                }
                 if let Some(s) = sessions {
                     if s.handoff.try_send(session).is_err() {
                         stats.worker.session_handoffs_dropped.incr();
@@ -519,8 +532,8 @@ impl MirrorClock {
     }
 }
 
-fn write_verdict(verdicts: &VerdictMap, key: FlowKey, verdict: Verdict, stats: &WorkerStats) {
-    match verdicts.set(&key, verdict) {
+fn write_verdict(verdicts: &VerdictMap, key: FlowKey, verdict: Verdict, session: u64, stats: &WorkerStats) {
+    match verdicts.set(&key, verdict, session) {
         Ok(()) if verdict == Verdict::Block => stats.worker.block_verdicts.incr(),
         Ok(()) => stats.worker.bypass_verdicts.incr(),
         Err(e) => {

@@ -1,8 +1,8 @@
 //! The per-frame path allocates nothing once its flows are known: a fixed capture of the
 //! testbed (ARP, ICMP v4/v6, UDP, an HTTP download) is decided once to warm the flow
-//! table, then decided again while a counting allocator watches this thread. A flow that
-//! starts again (the download's connection, closed at the end of each round) costs its
-//! one session record, never a frame.
+//! table, then decided again while a counting allocator watches this thread. A connection that
+//! starts again on the same ports (each round replays the capture's) costs a few for its
+//! new flow, never one per frame.
 
 use classify::policy::{Policy, PolicySpec};
 use dataplane::{FlowConfig, Forwarder, Port, WorkerStats};
@@ -110,8 +110,10 @@ fn known_flows_are_forwarded_without_allocating() {
     let steady = allocations() - before;
     let started = flows_started() - started_before;
     assert!(started <= 3 * 2, "{started} flows started again in 3 rounds");
+    // A new flow costs a few: its session record, the end of the flow it replaces.
+    const PER_NEW_FLOW: u64 = 8;
     assert!(
-        steady <= started,
+        steady <= PER_NEW_FLOW * started,
         "{steady} allocations while deciding {} frames, of which {started} started a flow",
         3 * frames.len()
     );

@@ -32,6 +32,9 @@ pub struct FlowState {
     /// CLOCK_MONOTONIC nanoseconds of the last frame the kernel handled for this flow (or
     /// of the verdict's writing).
     pub last_seen_ns: u64,
+    /// The session the verdict was written for: a new connection on the same ports
+    /// writes its own.
+    pub session: u64,
 }
 
 impl FlowState {
@@ -141,10 +144,11 @@ impl VerdictMap {
     }
 
     /// Sets the flow's verdict, resetting its fast-path counters; it counts as seen now.
-    pub fn set(&self, key: &FlowKey, verdict: Verdict) -> io::Result<()> {
+    pub fn set(&self, key: &FlowKey, verdict: Verdict, session: u64) -> io::Result<()> {
         let value = FlowState {
             verdict: verdict as u32,
             last_seen_ns: monotonic_ns(),
+            session,
             ..FlowState::default()
         };
         let key_bytes = key.as_bytes();
@@ -238,4 +242,4 @@ impl VerdictMap {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<FlowState>() == 48);
+const _: () = assert!(std::mem::size_of::<FlowState>() == 56);

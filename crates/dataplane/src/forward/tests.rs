@@ -127,7 +127,7 @@ fn events(outs: &[Output<u32>]) -> Vec<(SessionEventKind, Option<&'static str>)>
 fn verdicts(outs: &[Output<u32>]) -> Vec<Verdict> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Verdict { verdict, key } => {
+            Output::Verdict { verdict, key, .. } => {
                 assert_eq!((key.port_lo, key.port_hi), (40000, 443));
                 Some(*verdict)
             }
@@ -853,4 +853,62 @@ fn an_ended_interception_resets_a_peer_still_sending_and_lets_its_ports_open_ane
     assert_eq!(action, Action::Forward);
     assert_eq!(rig.stats.flows.intercept_reopened.get(), 1);
     assert_eq!(rig.stats.flows.started.get(), started + 1);
+}
+
+#[test]
+fn a_new_connection_on_the_ports_of_a_bypassed_one_is_classified_anew() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (h, _, outs) = rig.client_data(0, CURL_HELLO);
+    assert!(transmitted(&outs).contains(&h), "test.example is let through");
+    let hello_end = CLIENT_ISN + 1 + CURL_HELLO.len() as u32;
+    let reply = seg(false, SERVER_ISN + 1, Some(hello_end), "", SERVER_HELLO_TLS12);
+    let (_, _, outs) = rig.feed(Port::B, &reply);
+    let session = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Verdict {
+                verdict: Verdict::Bypass,
+                session,
+                ..
+            } => Some(*session),
+            _ => None,
+        })
+        .expect("the bypass verdict, once the ServerHello is read");
+
+    // The client reuses its port for a new connection, to a name the policy blocks. The
+    // kernel sent its SYN here (and stopped applying the old verdict).
+    let (c2, s2) = (50_000u32, 90_000u32);
+    let (_, action, outs) = rig.feed(Port::A, &seg(true, c2, None, "S", b""));
+    assert_eq!(action, Action::Forward);
+    let handoff = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Handoff(k) => Some(k),
+            _ => None,
+        })
+        .expect("the old session goes to the sweeper to be ended");
+    assert_eq!(handoff.info.id, session);
+    assert!(
+        handoff.reopened.is_some(),
+        "marked for the worker to read its last counts"
+    );
+    assert_eq!(rig.stats.flows.reopened.get(), 1);
+    for (from, f) in [
+        (Port::B, seg(false, s2, Some(c2 + 1), "S", b"")),
+        (Port::A, seg(true, c2 + 1, Some(s2 + 1), "", b"")),
+    ] {
+        assert_eq!(rig.feed(from, &f).1, Action::Forward);
+    }
+    let (_, action, outs) = rig.feed(Port::A, &seg(true, c2 + 1, Some(s2 + 1), "", PY_HELLO));
+    assert_eq!(action, Action::Hold, "the new hello is read");
+    assert_eq!(verdicts(&outs), vec![Verdict::Block], "and the new name blocked");
+    let new_session = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Verdict { session, .. } => Some(*session),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(new_session, session, "a session of its own");
 }

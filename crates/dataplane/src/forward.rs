@@ -448,15 +448,21 @@ impl<H: Copy> Forwarder<H> {
     ) -> Option<Action> {
         let fs = &self.stats.flows;
         let flow = self.flows.get_mut(&key)?;
+        let opening = tcp.syn && !tcp.ack;
+        if opening && matches!(flow.stage, Stage::Passing | Stage::InterceptClosed) {
+            // A new connection on the ports of one that is over (clients and NATs reuse
+            // ports): a flow of its own, classified like any other.
+            self.reopen(key, now);
+            return None;
+        }
         flow.last_seen = now;
         let from_client = dir == flow.client_dir;
         flow.counts.add(from_client, frame.len() as u64);
         record_copy(&mut flow.mirror, frame, fs);
-        let opening = tcp.syn && !tcp.ack;
         match flow.stage {
             // Everything, resets included, belongs to the session now.
             Stage::Intercepted => return Some(Action::Intercept(key)),
-            Stage::InterceptClosed if !opening => {
+            Stage::InterceptClosed => {
                 fs.intercept_late_frames.incr();
                 // The session is gone, yet this end still sends data or a FIN: its last
                 // segments were never acknowledged. A reset in the other end's name (at
@@ -479,45 +485,6 @@ impl<H: Copy> Forwarder<H> {
                     }
                 }
                 return Some(Action::Drop);
-            }
-            Stage::InterceptClosed => {
-                // A new connection on the same ports (the client may reuse them as soon
-                // as the old one is reset): a new flow, not a late frame of the old.
-                fs.intercept_reopened.incr();
-                self.flows.remove(&key);
-                fs.tracked.set(self.flows.len() as u64);
-                return None;
-            }
-            Stage::Passing if opening => {
-                // A new connection on the ports of a passed one (the kernel sends its SYN
-                // here and stops carrying the old verdict): the old session is over; the
-                // new one is classified like any other.
-                fs.reopened.incr();
-                if flow.in_kernel(self.cfg.fast_path) && !flow.ended {
-                    // Its end is the sweeper's, with the kernel's counts (the worker reads
-                    // them into `reopened` before a new verdict resets them).
-                    flow.ended = true;
-                    self.outputs.push(Output::Handoff(KernelSession {
-                        key,
-                        client_dir: flow.client_dir,
-                        info: flow.info.clone(),
-                        counts: flow.counts,
-                        reopened: Some(xdp::FlowState::default()),
-                    }));
-                } else if flow.fin == [true, true] {
-                    end_session(&mut self.outputs, flow, now, SessionEventKind::EndNormal, None);
-                } else {
-                    end_session(
-                        &mut self.outputs,
-                        flow,
-                        now,
-                        SessionEventKind::EndAbnormal,
-                        Some("reopened"),
-                    );
-                }
-                self.flows.remove(&key);
-                fs.tracked.set(self.flows.len() as u64);
-                return None;
             }
             _ => {}
         }
@@ -1056,6 +1023,49 @@ impl<H: Copy> Forwarder<H> {
         );
         flow.stage = Stage::InterceptClosed;
         flow.last_seen = now;
+    }
+
+    /// A SYN opened a new connection on the ports of `key`'s flow, which is over: its
+    /// session ends (a passed one the kernel carried goes to the sweeper, which ends it
+    /// with the kernel's counts: the worker reads them into `reopened` before the new
+    /// connection's verdict resets them) and the flow leaves the table.
+    fn reopen(&mut self, key: FlowKey, now: Instant) {
+        let fs = &self.stats.flows;
+        let Some(mut flow) = self.flows.remove(&key) else {
+            return;
+        };
+        fs.tracked.set(self.flows.len() as u64);
+        if matches!(flow.stage, Stage::InterceptClosed) {
+            fs.intercept_reopened.incr();
+            return;
+        }
+        fs.reopened.incr();
+        if flow.in_kernel(self.cfg.fast_path) && !flow.ended {
+            flow.ended = true;
+            self.outputs.push(Output::Handoff(KernelSession {
+                key,
+                client_dir: flow.client_dir,
+                info: flow.info.clone(),
+                counts: flow.counts,
+                reopened: Some(xdp::FlowState::default()),
+            }));
+        } else if flow.fin == [true, true] {
+            end_session(
+                &mut self.outputs,
+                &mut flow,
+                now,
+                SessionEventKind::EndNormal,
+                None,
+            );
+        } else {
+            end_session(
+                &mut self.outputs,
+                &mut flow,
+                now,
+                SessionEventKind::EndAbnormal,
+                Some("reopened"),
+            );
+        }
     }
 
     /// The flow is let through from now on; with the fast path, by the kernel (unless it

@@ -159,47 +159,30 @@ pub fn plan_sweep(
         if state.session != f.session.info.id {
             // The entry is a newer connection's (it reused the ports and has its own
             // verdict): the followed session ended before it, as far as it was counted.
-            let volume = f.session.counts.take_interval(now);
-            let totals = f.session.counts.totals(now);
-            let info = f.session.info.clone();
-            for (kind, volume) in [
-                (SessionEventKind::Volume, volume),
-                (SessionEventKind::EndNormal, totals),
-            ] {
-                events.push(SessionEvent {
-                    at: now,
-                    kind,
-                    session: info.clone(),
-                    volume: Some(volume),
-                    reason: None,
-                });
-            }
+            push_end(&mut events, f, now, SessionEventKind::EndNormal, None);
             book.remove(key);
             continue;
         }
         absorb_kernel_counts(f, state);
-        let event = |kind, volume, reason| SessionEvent {
-            at: now,
-            kind,
-            session: f.session.info.clone(),
-            volume: Some(volume),
-            reason,
-        };
         match why {
             Some(why) => {
-                let volume = f.session.counts.take_interval(now);
-                events.push(event(SessionEventKind::Volume, volume, None));
                 let (kind, reason) = match why {
                     Eviction::Closed => how_it_closed(state),
                     Eviction::Idle => (SessionEventKind::EndIdle, None),
                     Eviction::Blocked => (SessionEventKind::EndAbnormal, Some("blocked")),
                 };
-                events.push(event(kind, f.session.counts.totals(now), reason));
+                push_end(&mut events, f, now, kind, reason);
                 evict.push((*key, why));
             }
             None if now.saturating_duration_since(f.session.counts.interval_start) >= cfg.volume_interval => {
                 let volume = f.session.counts.take_interval(now);
-                events.push(event(SessionEventKind::Volume, volume, None));
+                events.push(SessionEvent {
+                    at: now,
+                    kind: SessionEventKind::Volume,
+                    session: f.session.info.clone(),
+                    volume: Some(volume),
+                    reason: None,
+                });
             }
             None => {}
         }
@@ -242,17 +225,29 @@ fn end_reopened(book: &mut SessionBook, now: Instant, events: &mut Vec<SessionEv
         let state = f.session.reopened.unwrap_or_default();
         absorb_kernel_counts(&mut f, &state);
         let (kind, reason) = how_it_closed(&state);
-        let volume = f.session.counts.take_interval(now);
-        let totals = f.session.counts.totals(now);
-        for (kind, volume, reason) in [(SessionEventKind::Volume, volume, None), (kind, totals, reason)] {
-            events.push(SessionEvent {
-                at: now,
-                kind,
-                session: f.session.info.clone(),
-                volume: Some(volume),
-                reason,
-            });
-        }
+        push_end(events, &mut f, now, kind, reason);
+    }
+}
+
+/// A followed session's last volume (since its previous record) and its end, with its
+/// totals.
+fn push_end(
+    events: &mut Vec<SessionEvent>,
+    f: &mut Followed,
+    now: Instant,
+    kind: SessionEventKind,
+    reason: Option<&'static str>,
+) {
+    let last = f.session.counts.take_interval(now);
+    let totals = f.session.counts.totals(now);
+    for (kind, volume, reason) in [(SessionEventKind::Volume, last, None), (kind, totals, reason)] {
+        events.push(SessionEvent {
+            at: now,
+            kind,
+            session: f.session.info.clone(),
+            volume: Some(volume),
+            reason,
+        });
     }
 }
 
@@ -302,16 +297,7 @@ pub fn plan_stop(
             .get(&key)
             .copied()
             .unwrap_or((SessionEventKind::EndAbnormal, Some("bridge_stopped")));
-        let event = |kind, volume, reason| SessionEvent {
-            at: now,
-            kind,
-            session: f.session.info.clone(),
-            volume: Some(volume),
-            reason,
-        };
-        let last = f.session.counts.take_interval(now);
-        events.push(event(SessionEventKind::Volume, last, None));
-        events.push(event(kind, f.session.counts.totals(now), reason));
+        push_end(&mut events, &mut f, now, kind, reason);
     }
     events
 }

@@ -477,43 +477,57 @@ impl Nginx {
             .iter()
             .map(|p| format!("    listen {p} ssl;\n    listen [::]:{p} ssl;\n"))
             .collect();
-        let conf = format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
-             fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
-             server {{\n{listens}    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n    root {d}/www;\n  }}\n}}\n"
-        );
-        std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
-        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-        let conf_path = format!("{d}/nginx.conf");
-        let mut child = tb.spawn_in(
-            &tb.s("server_ns"),
-            &[
-                "nginx",
-                "-p",
-                &d.to_string(),
-                "-c",
-                &conf_path,
-                "-g",
-                "daemon off;",
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let out = tb.server(&["ss", "-ltnH", "sport = :5999"]);
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return Self(child);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
+        Self(spawn_nginx(
+            tb,
+            dir,
+            &format!("{listens}    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n"),
+            5999,
+        ))
     }
+}
+
+/// nginx in the server namespace serving `dir`/www with `server` (listen and certificate
+/// lines) as its one server block, its files and logs under `dir`; returns once it
+/// listens on `port` (10 s at most, else the panic shows its error log).
+pub fn spawn_nginx(tb: &Testbed, dir: &Path, server: &str, port: u16) -> Child {
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+         fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
+         server {{\n{server}    root {d}/www;\n  }}\n}}\n"
+    );
+    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
+    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+    let conf_path = format!("{d}/nginx.conf");
+    let mut child = tb.spawn_in(
+        &tb.s("server_ns"),
+        &[
+            "nginx",
+            "-p",
+            &d.to_string(),
+            "-c",
+            &conf_path,
+            "-g",
+            "daemon off;",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let filter = format!("sport = :{port}");
+    while Instant::now() < deadline {
+        let out = tb.server(&["ss", "-ltnH", &filter]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
 }
 
 impl Drop for Nginx {

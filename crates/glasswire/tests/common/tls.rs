@@ -3,7 +3,6 @@
 
 use super::*;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A CA (`{stem}-ca.pem`, its key `{stem}-ca.key`) and a server certificate it issued
 /// (`{stem}.pem`, `{stem}.key`) for `cn` with the subjectAltNames `sans`
@@ -83,39 +82,10 @@ pub fn intercept_pki(dir: &Path) {
 /// nginx with HTTP/1.1 and HTTP/2 over TLS on 443 for www.test, serving `dir/www`.
 pub fn start_www_nginx(tb: &Testbed, dir: &Path) -> KillOnDrop {
     let d = dir.display();
-    let conf = format!(
-        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
-         fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
-         server {{\n    listen 443 ssl http2;\n    ssl_certificate {d}/www.pem;\n    ssl_certificate_key {d}/www.key;\n    root {d}/www;\n  }}\n}}\n"
+    let server = format!(
+        "    listen 443 ssl http2;\n    ssl_certificate {d}/www.pem;\n    ssl_certificate_key {d}/www.key;\n"
     );
-    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
-    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-    let conf_path = format!("{d}/nginx.conf");
-    let child = tb.spawn_in(
-        &tb.s("server_ns"),
-        &[
-            "nginx",
-            "-p",
-            &d.to_string(),
-            "-c",
-            &conf_path,
-            "-g",
-            "daemon off;",
-        ],
-    );
-    let guard = KillOnDrop(child);
-    for _ in 0..100 {
-        let out = tb.server(&["ss", "-ltnH", "sport = :443"]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return guard;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-    );
+    KillOnDrop(super::spawn_nginx(tb, dir, &server, 443))
 }
 
 pub struct KillOnDrop(pub std::process::Child);

@@ -341,9 +341,17 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A running tcpdump and the lines it prints on stderr (its closing summary says how
+/// many frames the kernel dropped before tcpdump could read them).
+pub struct Capture {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    what: String,
+}
+
 /// Starts tcpdump in `ns` on `dev` writing the frames that match `filter` to `path`;
 /// returns once it is capturing.
-pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path, filter: &str) -> Child {
+pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path, filter: &str) -> Capture {
     let mut child = tb.spawn_in(
         ns,
         &[
@@ -370,22 +378,44 @@ pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path, filter: &str) -> 
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
+            let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("tcpdump did not start");
-    child
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("listening on") => break,
+            Ok(_) => {}
+            Err(_) => panic!("tcpdump on {dev} did not start"),
+        }
+    }
+    Capture {
+        child,
+        stderr: rx,
+        what: format!("tcpdump on {dev}"),
+    }
 }
 
-/// SIGINT, so tcpdump flushes its file, then waits for it.
-pub fn stop_capture(cap: &mut Child) {
+/// SIGINT, so tcpdump flushes its file, then waits for it. A capture that lost frames
+/// cannot be compared frame for frame with another, so that fails here, by name, rather
+/// than later as a difference that looks like the bridge's.
+pub fn stop_capture(cap: &mut Capture) {
     let _ = Command::new("kill")
-        .args(["-INT", &cap.id().to_string()])
+        .args(["-INT", &cap.child.id().to_string()])
         .status();
-    let _ = cap.wait();
+    let _ = cap.child.wait();
+    let summary: Vec<String> = cap.stderr.iter().collect();
+    let dropped: u64 = summary
+        .iter()
+        .filter_map(|l| l.strip_suffix(" packets dropped by kernel"))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        dropped, 0,
+        "{} lost frames, its capture cannot be compared: {summary:?}",
+        cap.what
+    );
 }
 
 pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
@@ -418,9 +448,17 @@ pub fn assert_same_frames(client: &[Vec<u8>], server: &[Vec<u8>], what: &str) {
         .filter(|(f, n)| cm_set.get(*f) != Some(n))
         .map(|(f, _)| hex(&f[..f.len().min(54)]))
         .collect();
+    // Counts first and at most a few frames each: a long list is cut short in CI logs.
     assert!(
         only_client.is_empty() && only_server.is_empty(),
-        "frames differ across the bridge ({what}):\n client only: {only_client:?}\n server only: {only_server:?}"
+        "frames differ across the bridge ({what}): {} and {} frames in all, {} distinct frames \
+         only (or not as often) on the first side, {} on the second:\n first only: {:?}\n second only: {:?}",
+        client.len(),
+        server.len(),
+        only_client.len(),
+        only_server.len(),
+        &only_client[..only_client.len().min(6)],
+        &only_server[..only_server.len().min(6)],
     );
 }
 

@@ -21,9 +21,9 @@ counter_set! {
         drop_no_buffer,
         /// frames from this port dropped because they could not be parsed (see parse_drops)
         drop_malformed,
-        /// frames the kernel dropped on this port's AF_XDP socket (no room in the RX ring or no fill buffer), from XDP_STATISTICS
+        /// frames the kernel dropped on this port's AF_XDP socket for want of a fill buffer (or too large for one), from XDP_STATISTICS rx_dropped
         xsk_rx_dropped,
-        /// times the kernel found this socket's RX ring full, from XDP_STATISTICS
+        /// frames the kernel dropped because this socket's RX ring was full (the worker fell behind), from XDP_STATISTICS rx_ring_full
         xsk_rx_ring_full,
         /// times the kernel found this socket's fill ring empty, from XDP_STATISTICS
         xsk_fill_ring_empty,

@@ -436,7 +436,9 @@ fn snapshot(
             user_tx += p.tx_frames.get();
             malformed += p.drop_malformed.get();
             ring_full += p.drop_tx_ring_full.get();
-            xsk_dropped += p.xsk_rx_dropped.get();
+            // The kernel counts a frame it could not put in the RX ring apart from one
+            // it had no buffer for; both are frames lost at the socket.
+            xsk_dropped += p.xsk_rx_dropped.get() + p.xsk_rx_ring_full.get();
         }
         let mut w = stats.snapshot(port_names);
         if let Value::Object(m) = &mut w {

@@ -431,3 +431,75 @@ fn an_xdp_program_left_on_a_port_is_replaced_not_refused() {
         "no warning about the replaced program:\n{log}"
     );
 }
+
+/// A burst the worker cannot keep up with (a 64-slot RX ring, no idle spin, frames from
+/// perf/gen.c at full speed): frames the kernel drops at the full AF_XDP ring are counted,
+/// and every frame the XDP program saw is accounted for, once.
+#[test]
+fn frames_lost_at_a_full_rx_ring_are_counted_userspace_forward() {
+    if !can_run(&["cc"]) {
+        return;
+    }
+    let tb = Testbed::up("e2eringf");
+    let dir = Scratch::new("e2eringf");
+    let gen = dir.0.join("gen");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../../perf/gen.c");
+    run_ok(&["cc", "-O2", "-o", gen.to_str().expect("path"), src]);
+    // The smallest RX ring the config takes, a frame pool large enough for the flow
+    // table's default budget of held frames, and a worker that sleeps in poll(2) as soon
+    // as its rings are empty.
+    let base = std::fs::read_to_string(tb.s("config")).expect("testbed config");
+    let config = base.replacen(
+        "[bridge]\n",
+        "[bridge]\nring_size = 64\nframe_count = 4096\nbatch_size = 64\nidle_spin_us = 0\n",
+        1,
+    );
+    assert_ne!(config, base, "the testbed config has a [bridge] section");
+    let path = dir.0.join("glasswire.toml");
+    std::fs::write(&path, config).expect("write config");
+    let bridge = tb.start_bridge_argv(&["--config", path.to_str().expect("path"), "--userspace-forward"]);
+    // 0.5 s of 64-byte frames, 64 per sendmmsg, to an address the server does not hold.
+    let out = tb.client(&[
+        gen.to_str().expect("path"),
+        &tb.s("client_if"),
+        &tb.s("client_mac"),
+        &tb.s("server_mac"),
+        &tb.s("client_ip"),
+        "10.66.0.200",
+        "60",
+        "64",
+        "0.5",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "gen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The worker goes idle once the burst is over and then copies the kernel's socket
+    // counters; wait until two looks agree.
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let st = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(std::time::Instant::now() < deadline, "the counters never settled");
+        let st = bridge.stats();
+        let t = &st["totals"];
+        let now = (
+            t["rx_frames"].as_u64(),
+            t["userspace_frames"].as_u64(),
+            t["dropped_xsk_rx"].as_u64(),
+        );
+        if last == Some(now) {
+            break st;
+        }
+        last = Some(now);
+    };
+    let t = |k: &str| u(&st, &["totals", k]);
+    assert!(t("dropped_xsk_rx") > 0, "the burst never filled the ring: {st}");
+    assert_eq!(
+        t("rx_frames"),
+        t("fast_path_frames") + t("userspace_frames") + t("dropped_xsk_rx") + t("dropped_blocked"),
+        "every frame seen is forwarded, handed to userspace or counted as dropped: {st}"
+    );
+}

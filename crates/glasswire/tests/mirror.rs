@@ -10,8 +10,8 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 
-/// The TCP frames of `frames` to or from `port`.
-fn tcp_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
+/// The TCP frames of `frames` whose (source port, destination port) `keep` accepts.
+fn tcp_frames(frames: &[Vec<u8>], keep: impl Fn(u16, u16) -> bool) -> Vec<Vec<u8>> {
     frames
         .iter()
         .filter(|f| {
@@ -19,25 +19,15 @@ fn tcp_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
                 return false;
             };
             matches!(&p.transport, Some(etherparse::TransportSlice::Tcp(t))
-                if t.source_port() == port || t.destination_port() == port)
+                if keep(t.source_port(), t.destination_port()))
         })
         .cloned()
         .collect()
 }
 
-/// The frames of `frames` sent from `port`, or to it.
-fn tcp_from(frames: &[Vec<u8>], port: u16, from: bool) -> Vec<Vec<u8>> {
-    frames
-        .iter()
-        .filter(|f| {
-            let Ok(p) = etherparse::SlicedPacket::from_ethernet(f) else {
-                return false;
-            };
-            matches!(&p.transport, Some(etherparse::TransportSlice::Tcp(t))
-                if (if from { t.source_port() } else { t.destination_port() }) == port)
-        })
-        .cloned()
-        .collect()
+/// The TCP frames of `frames` to or from `port`.
+fn tcp_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
+    tcp_frames(frames, |src, dst| src == port || dst == port)
 }
 
 /// Waits until the sessions are over and the mirror thread has written every frame it
@@ -143,8 +133,8 @@ fn plaintext_download_is_mirrored_as_on_the_wire(prefix: &str, extra: &[&str]) {
     stop_capture(&mut tap);
     bridge.stop();
 
-    let mut crossed = tcp_from(&read_pcap(&server_pcap), 8080, false);
-    crossed.extend(tcp_from(&read_pcap(&client_pcap), 8080, true));
+    let mut crossed = tcp_frames(&read_pcap(&server_pcap), |_, dst| dst == 8080);
+    crossed.extend(tcp_frames(&read_pcap(&client_pcap), |src, _| src == 8080));
     let on_tap = tcp_port(&read_pcap(&tap_pcap), 8080);
     let in_pcap = tcp_port(&read_pcap(&dir.0.join("mirror.pcap")), 8080);
     assert!(crossed.len() > 1000, "the download took {} frames", crossed.len());

@@ -106,6 +106,16 @@ fn transmitted(outs: &[Output<u32>]) -> Vec<u32> {
         .collect()
 }
 
+/// Frames the forwarder built itself (resets), with the port each leaves on.
+fn emitted(outs: &[Output<u32>]) -> Vec<(Port, Vec<u8>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Emit { to, frame } => Some((*to, frame.as_bytes().to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn freed(outs: &[Output<u32>]) -> Vec<u32> {
     outs.iter()
         .filter_map(|o| match o {
@@ -186,13 +196,7 @@ fn a_blocked_sni_frees_the_hello_resets_both_ends_and_drops_the_rest() {
     assert!(freed(&outs).contains(&h), "the hello never reaches the server");
     assert!(transmitted(&outs).is_empty());
     assert_eq!(verdicts(&outs), vec![Verdict::Block]);
-    let resets: Vec<(Port, Vec<u8>)> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Emit { to, frame } => Some((*to, frame.as_bytes().to_vec())),
-            _ => None,
-        })
-        .collect();
+    let resets = emitted(&outs);
     assert_eq!(resets.len(), 2);
     for (to, bytes) in &resets {
         let p = SlicedPacket::from_ethernet(bytes).unwrap();
@@ -816,13 +820,7 @@ fn an_ended_interception_resets_a_peer_still_sending_and_lets_its_ports_open_ane
     );
     let (_, action, outs) = rig.feed(Port::B, &late);
     assert_eq!(action, Action::Drop);
-    let resets: Vec<(Port, Vec<u8>)> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Emit { to, frame } => Some((*to, frame.as_bytes().to_vec())),
-            _ => None,
-        })
-        .collect();
+    let resets = emitted(&outs);
     assert_eq!(resets.len(), 1, "{outs:?}");
     let (to, bytes) = &resets[0];
     assert_eq!(*to, Port::B);

@@ -363,6 +363,14 @@ pub fn capture(tb: &Testbed, ns: &str, dev: &str, path: &Path, filter: &str) -> 
             // tcpdump waits for a core.
             "-B",
             "65536",
+            // The ring's slots are sized for the snapshot length, and with GSO on the
+            // port libpcap sizes them for 64 KiB frames: 64 MiB then holds ~1000 frames
+            // and a bulk transfer overflows it while tcpdump waits for a core (seen in
+            // CI). The testbed's frames are at most 1514 bytes (GRO is off under XDP and
+            // TSO off with TX checksums), so 2048-byte slots lose nothing; read_pcap fails
+            // on a truncated frame should that change.
+            "-s",
+            "2048",
             "-U",
             "-n",
             "-i",
@@ -423,7 +431,14 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
     let mut out = Vec::new();
     while let Some(pkt) = reader.next_packet() {
-        out.push(pkt.expect("pcap packet").data.into_owned());
+        let pkt = pkt.expect("pcap packet");
+        assert_eq!(
+            pkt.data.len(),
+            pkt.orig_len as usize,
+            "{}: a frame was cut to the capture's snapshot length",
+            path.display()
+        );
+        out.push(pkt.data.into_owned());
     }
     out
 }

@@ -1,12 +1,13 @@
-// perf/xdp_progs.c — XDP programs perf/bridge attaches to the endpoint veths it makes:
+// perf/xdp_progs.c — BPF programs perf/bridge attaches to the endpoint veths it makes:
 // "xdp" passes every frame (as the glasswire testbed does on its endpoints: needed for
 // XDP_REDIRECT into a veth, and it moves receive onto veth's NAPI path), "xdp_drop"
 // drops every frame (the generator-ceiling sink), "xdp_gen_sink" drops the generator's
-// frames (IPv4 to 10.66.0.200) and passes the rest: the server's sink during the packet
-// rate runs, on every row alike.
+// frames (IPv4 to 10.66.0.200) and passes the rest (the server's sink with --sink xdp),
+// and "tc_gen_sink" does the same at tc ingress (the server's sink by default).
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -27,6 +28,23 @@ int prog_gen_sink(struct xdp_md *ctx)
 		return XDP_PASS;
 	// 10.66.0.200: held by no one; only perf/gen.c sends to it.
 	return ip->daddr == bpf_htonl(0x0a4200c8) ? XDP_DROP : XDP_PASS;
+}
+
+// tc ingress (cls_bpf, direct action): the server's sink during the packet rate runs.
+// It drops the generator's frames as xdp_gen_sink does, but after veth has made them an
+// skb, as the server's stack would receive them: XDP on s0 would take XDP frames
+// (glasswire's fast path) without one and copy every skb with little headroom
+// (glasswire's AF_XDP transmit) into a new page first, so its cost would differ by row.
+SEC("tc_gen_sink")
+int prog_tc_gen_sink(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	return ip->daddr == bpf_htonl(0x0a4200c8) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,9 +1,10 @@
-// perf/frame.h — what perf/gen.c and perf/xdpgen.c share: argument parsing and the
-// Ethernet/IPv4/UDP frame both generators send (UDP checksum 0, which IPv4 allows).
+// perf/frame.h — what perf/gen.c and perf/xdpgen.c share: their arguments and the
+// Ethernet/IPv4/UDP frame both send (UDP checksum 0, which IPv4 allows).
 #pragma once
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -63,4 +64,39 @@ static void build_frame(uint8_t *p, int len, const uint8_t *smac, const uint8_t 
 	udp[5] = ulen & 0xff;
 	for (int i = 8; i < ulen; i++)
 		udp[i] = (uint8_t)i;
+}
+
+// IF SRCMAC DSTMAC SRCIP DSTIP FRAMELEN FLOWS SECONDS [BATCH], from argv[0] on.
+struct gen_args {
+	const char *ifname;
+	uint8_t smac[6], dmac[6];
+	struct in_addr sip, dip;
+	int len, flows, batch;
+	double secs;
+};
+
+// 0, or prints what is wrong and returns 2 (the exit status for bad usage).
+static int parse_gen_args(int argc, char **argv, int max_batch, struct gen_args *a)
+{
+	if (argc < 8) {
+		fprintf(stderr, "expected IF SRCMAC DSTMAC SRCIP DSTIP FRAMELEN FLOWS SECONDS [BATCH]\n");
+		return 2;
+	}
+	a->ifname = argv[0];
+	if (parse_mac(argv[1], a->smac) || parse_mac(argv[2], a->dmac) || !inet_aton(argv[3], &a->sip) ||
+	    !inet_aton(argv[4], &a->dip)) {
+		fprintf(stderr, "bad address\n");
+		return 2;
+	}
+	a->len = atoi(argv[5]);
+	a->flows = atoi(argv[6]);
+	a->secs = atof(argv[7]);
+	a->batch = argc > 8 ? atoi(argv[8]) : 64;
+	if (a->len < 60 || a->len > 1514 || a->flows < 1 || a->flows > 65536 || a->batch < 1 ||
+	    a->batch > max_batch || !(a->secs > 0)) {
+		fprintf(stderr, "bad length (60..1514), flows (1..65536), batch (1..%d) or seconds\n",
+			max_batch);
+		return 2;
+	}
+	return 0;
 }

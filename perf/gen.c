@@ -26,27 +26,12 @@
 
 int main(int argc, char **argv)
 {
-	if (argc < 9) {
-		fprintf(stderr, "usage: %s IF SRCMAC DSTMAC SRCIP DSTIP FRAMELEN FLOWS SECONDS [BATCH]\n",
-			argv[0]);
+	struct gen_args a;
+	if (parse_gen_args(argc - 1, argv + 1, 1024, &a))
 		return 2;
-	}
-	const char *ifname = argv[1];
-	uint8_t smac[6], dmac[6];
-	struct in_addr sip, dip;
-	if (parse_mac(argv[2], smac) || parse_mac(argv[3], dmac) || !inet_aton(argv[4], &sip) ||
-	    !inet_aton(argv[5], &dip)) {
-		fprintf(stderr, "bad address\n");
-		return 2;
-	}
-	int len = atoi(argv[6]);
-	int flows = atoi(argv[7]);
-	double secs = atof(argv[8]);
-	int batch = argc > 9 ? atoi(argv[9]) : 64;
-	if (len < 60 || len > 1514 || flows < 1 || flows > 65536 || batch < 1 || batch > 1024) {
-		fprintf(stderr, "bad length/flows/batch\n");
-		return 2;
-	}
+	const char *ifname = a.ifname;
+	int len = a.len, flows = a.flows, batch = a.batch;
+	double secs = a.secs;
 
 	int fd = socket(AF_PACKET, SOCK_RAW, 0); // protocol 0: send only, receive nothing
 	if (fd < 0) {
@@ -72,7 +57,7 @@ int main(int argc, char **argv)
 
 	uint8_t *frames = calloc((size_t)flows, (size_t)len);
 	for (int f = 0; f < flows; f++)
-		build_frame(frames + (size_t)f * len, len, smac, dmac, sip, dip, f);
+		build_frame(frames + (size_t)f * len, len, a.smac, a.dmac, a.sip, a.dip, f);
 
 	struct mmsghdr *msgs = calloc((size_t)batch, sizeof(*msgs));
 	struct iovec *iov = calloc((size_t)batch, sizeof(*iov));

@@ -42,28 +42,19 @@ struct gen_config {
 
 int main(int argc, char **argv)
 {
-	if (argc < 10) {
+	if (argc < 2) {
 		fprintf(stderr,
 			"usage: %s BPF_OBJ IF SRCMAC DSTMAC SRCIP DSTIP FRAMELEN FLOWS SECONDS [BATCH]\n",
 			argv[0]);
 		return 2;
 	}
-	uint8_t smac[6], dmac[6];
-	struct in_addr sip, dip;
-	if (parse_mac(argv[3], smac) || parse_mac(argv[4], dmac) || !inet_aton(argv[5], &sip) ||
-	    !inet_aton(argv[6], &dip)) {
-		fprintf(stderr, "bad address\n");
+	struct gen_args a;
+	// The kernel runs at most 256 frames per live-frames batch.
+	if (parse_gen_args(argc - 2, argv + 2, 256, &a))
 		return 2;
-	}
-	int len = atoi(argv[7]);
-	int flows = atoi(argv[8]);
-	double secs = atof(argv[9]);
-	int batch = argc > 10 ? atoi(argv[10]) : 64;
-	if (len < 60 || len > 1514 || flows < 1 || flows > 65536 || batch < 1 || batch > 256) {
-		fprintf(stderr, "bad length/flows/batch\n");
-		return 2;
-	}
-	struct gen_config cfg = {.out_ifindex = if_nametoindex(argv[2]), .flows = flows};
+	int len = a.len;
+	double secs = a.secs;
+	struct gen_config cfg = {.out_ifindex = if_nametoindex(a.ifname), .flows = a.flows};
 	if (!cfg.out_ifindex) {
 		perror("if_nametoindex");
 		return 1;
@@ -97,7 +88,7 @@ int main(int argc, char **argv)
 	}
 
 	uint8_t frame[1514];
-	build_frame(frame, len, smac, dmac, sip, dip, 0);
+	build_frame(frame, len, a.smac, a.dmac, a.sip, a.dip, 0);
 	// Each BPF_PROG_RUN call sets up and tears down its page pool, which here takes
 	// ~17 ms (one call of 64 frames ran 60 times a second). So one call runs for the
 	// whole duration, with a repeat count it will not reach, and SIGALRM ends it: the
@@ -112,10 +103,11 @@ int main(int argc, char **argv)
 	while (!alarm_at) {
 		LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
 			    .repeat = 1 << 30, .flags = BPF_F_TEST_XDP_LIVE_FRAMES,
-			    .batch_size = batch);
+			    .batch_size = a.batch);
 		calls++;
 		if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts) && errno != EINTR) {
-			perror("BPF_PROG_RUN (live frames)");
+			perror("BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (kernel 5.18 or later; "
+			       "perf/bridge --gen afpacket does without)");
 			return 1;
 		}
 	}

@@ -9,6 +9,7 @@
 //   4. IP but not TCP (UDP, ICMP, ...)           -> peer port, in the kernel
 //   5. TCP whose flow has verdict BYPASS         -> peer port, in the kernel
 //      TCP whose flow has verdict BLOCK          -> XDP_DROP
+//      (but a SYN opening a new connection on a decided flow's ports goes to 6)
 //   6. everything else (new or inspected TCP, anything we could not parse,
 //      IP fragments, IPv6 with extension headers) -> AF_XDP socket of this queue
 // If no AF_XDP socket is bound on the queue the frame goes to the peer port (fail open):
@@ -291,10 +292,11 @@ int glasswire_xdp(struct xdp_md *ctx)
 	struct flow_state *st = bpf_map_lookup_elem(&verdicts, &key);
 	if (!st || (st->verdict != VERDICT_BLOCK && st->verdict != VERDICT_BYPASS))
 		goto userspace;
-	if (st->verdict == VERDICT_BYPASS && (flow_flags & FRAME_OPENING)) {
-		// A new connection on the ports of a bypassed one (clients reuse ports, NATs
-		// more so): it must be classified like any other, not ride the old verdict.
-		// The entry keeps the old session's counts for the sweeper, which ends it.
+	if (flow_flags & FRAME_OPENING) {
+		// A new connection on the ports of a bypassed or blocked one (clients reuse
+		// ports, NATs more so): it must be classified like any other, not ride the
+		// old verdict (a block was for the old connection's hello). The entry keeps
+		// a bypassed session's counts for the sweeper, which ends it.
 		st->verdict = VERDICT_INSPECT;
 		goto userspace;
 	}

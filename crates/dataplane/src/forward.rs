@@ -449,9 +449,16 @@ impl<H: Copy> Forwarder<H> {
         let fs = &self.stats.flows;
         let flow = self.flows.get_mut(&key)?;
         let opening = tcp.syn && !tcp.ack;
-        if opening && matches!(flow.stage, Stage::Passing | Stage::InterceptClosed) {
+        if opening
+            && matches!(
+                flow.stage,
+                Stage::Passing | Stage::InterceptClosed | Stage::Blocked
+            )
+        {
             // A new connection on the ports of one that is over (clients and NATs reuse
-            // ports): a flow of its own, classified like any other.
+            // ports): a flow of its own, classified like any other. A blocked one too:
+            // its verdict was for the old connection's hello, not for whatever the new
+            // one will say.
             self.reopen(key, now);
             return None;
         }
@@ -1040,6 +1047,7 @@ impl<H: Copy> Forwarder<H> {
             return;
         }
         fs.reopened.incr();
+        // A blocked flow's session ended with the block: end_session does nothing.
         if flow.in_kernel(self.cfg.fast_path) && !flow.ended {
             flow.ended = true;
             self.outputs.push(Output::Handoff(KernelSession {

@@ -129,6 +129,9 @@ fn tcp_443(frames: &[Vec<u8>]) -> Vec<(bool, bool, usize)> {
         .collect()
 }
 
+/// The client port of the blocked connections, used again by an allowed one.
+const REUSED_PORT: &str = "41000";
+
 fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
     if !can_run(&["nginx", "openssl", "curl", "tcpdump", "ss"]) {
         return;
@@ -146,7 +149,7 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
         let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath, "tcp");
         let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath, "tcp");
         let started = Instant::now();
-        let out = curl_tls(
+        let out = curl_tls_with(
             &tb,
             &dir.0,
             "blocked.example",
@@ -154,6 +157,7 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
             443,
             "index.html",
             &dir.0.join("x"),
+            &["--local-port", REUSED_PORT],
         );
         let took = started.elapsed();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -192,8 +196,10 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
             "the server got no RST: {server:?}"
         );
     }
-    // And an allowed name still works beside it.
-    let ok = curl_tls(
+    // An allowed name still works, even from the client port of the blocked connection
+    // (a new connection on its 5-tuple, within the block's linger: classified anew, its
+    // SYN not dropped under the old verdict).
+    let ok = curl_tls_with(
         &tb,
         &dir.0,
         "ok.example",
@@ -201,8 +207,10 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
         443,
         "index.html",
         &dir.0.join("ok"),
+        &["--local-port", REUSED_PORT],
     );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(std::fs::read(dir.0.join("ok")).expect("ok"), b"hello\n");
 
     let st = bridge.stats();
     assert_eq!(sum_workers(&st, &["flows", "decided_block"]), 2, "{st}");

@@ -229,6 +229,36 @@ fn a_blocked_sni_frees_the_hello_resets_both_ends_and_drops_the_rest() {
 }
 
 #[test]
+fn a_new_connection_on_a_blocked_flows_ports_is_classified_anew() {
+    let mut rig = Rig::new(FlowConfig::default(), block_py());
+    rig.handshake();
+    let (_, _, outs) = rig.client_data(0, PY_HELLO);
+    assert_eq!(verdicts(&outs), vec![Verdict::Block]);
+    // The client reuses its port (the kernel sent the SYN here rather than drop it under
+    // the old verdict), this time for a name the policy lets through.
+    let (c2, s2) = (50_000u32, 90_000u32);
+    let (_, action, _) = rig.feed(Port::A, &seg(true, c2, None, "S", b""));
+    assert_eq!(
+        action,
+        Action::Forward,
+        "the SYN is not dropped as the old flow's"
+    );
+    assert_eq!(rig.stats.flows.reopened.get(), 1);
+    for (from, f) in [
+        (Port::B, seg(false, s2, Some(c2 + 1), "S", b"")),
+        (Port::A, seg(true, c2 + 1, Some(s2 + 1), "", b"")),
+    ] {
+        assert_eq!(rig.feed(from, &f).1, Action::Forward);
+    }
+    let (h, action, outs) = rig.feed(Port::A, &seg(true, c2 + 1, Some(s2 + 1), "", CURL_HELLO));
+    assert_eq!(action, Action::Hold);
+    assert_eq!(transmitted(&outs), vec![h], "the new hello reaches the server");
+    assert!(emitted(&outs).is_empty(), "no reset");
+    assert_eq!(rig.stats.flows.decided_block.get(), 1, "the old block only");
+    assert_eq!(rig.stats.flows.dropped_blocked.get(), 0);
+}
+
+#[test]
 fn plain_http_is_passed_and_bypassed_at_its_first_payload() {
     let mut rig = Rig::new(FlowConfig::default(), block_py());
     rig.handshake();

@@ -601,23 +601,42 @@ pub fn curl_tls(
     path: &str,
     out: &Path,
 ) -> Output {
+    curl_tls_with(tb, dir, name, addr, port, path, out, &[])
+}
+
+/// `curl_tls` with more curl arguments (before the URL).
+#[allow(clippy::too_many_arguments)]
+pub fn curl_tls_with(
+    tb: &Testbed,
+    dir: &Path,
+    name: &str,
+    addr: &str,
+    port: u16,
+    path: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
     let resolve = if addr.contains(':') {
         format!("{name}:{port}:[{addr}]")
     } else {
         format!("{name}:{port}:{addr}")
     };
-    tb.client(&[
+    let cacert = dir.join("cert.pem");
+    let url = format!("https://{name}:{port}/{path}");
+    let mut args = vec![
         "curl",
         "-sS",
         "--fail",
         "--max-time",
         "20",
         "--cacert",
-        dir.join("cert.pem").to_str().expect("path"),
+        cacert.to_str().expect("path"),
         "--resolve",
         &resolve,
         "-o",
         out.to_str().expect("path"),
-        &format!("https://{name}:{port}/{path}"),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    tb.client(&args)
 }

@@ -29,6 +29,8 @@ counter_set! {
         xsk_fill_ring_empty,
         /// TX descriptors the kernel rejected as invalid, from XDP_STATISTICS
         xsk_tx_invalid,
+        /// 1 if this port's AF_XDP socket runs in zero-copy mode, 0 in copy mode (the driver decides; copy mode costs the worker a copy per frame each way) (gauge)
+        xsk_zero_copy,
     }
 }
 
@@ -93,7 +95,7 @@ counter_set! {
         intercept_late_frames,
         /// SYNs that opened a new connection on the ports of an intercepted session that had ended (tracked as a new flow)
         intercept_reopened,
-        /// SYNs that opened a new connection on the ports of a passed (bypassed) flow: the old session ended, the new one is classified
+        /// SYNs that opened a new connection on the ports of a passed (bypassed) or blocked flow: the old session ended, the new one is classified
         reopened,
         /// client frames held now while their flow's hello is read (gauge)
         frames_held,

@@ -159,6 +159,12 @@ fn run(
         }
     };
     let fds = [socks.ports[0].fd(), socks.ports[1].fd()];
+    for (port, out) in socks.ports.iter().zip(&stats.ports) {
+        match port.zero_copy() {
+            Ok(zc) => out.xsk_zero_copy.set(u64::from(zc)),
+            Err(e) => tracing::warn!(queue = cfg.queue, "reading the AF_XDP bind mode: {e}"),
+        }
+    }
     // Frames must be in the fill rings before the sockets are registered, or the first
     // frames redirected to them are dropped for want of a buffer.
     refill(&mut socks);

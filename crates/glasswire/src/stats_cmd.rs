@@ -58,6 +58,25 @@ pub fn render(stats: &Value) -> String {
         n(t, &["userspace_frames"]),
         100.0 * n(t, &["userspace_frames"]) as f64 / rx as f64,
     );
+    // Copy mode (no zero-copy driver) costs the workers a copy per frame each way.
+    let sockets: Vec<u64> = stats["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .flat_map(|w| w["ports"].as_object().into_iter().flat_map(|p| p.values()))
+                .map(|p| n(p, &["xsk_zero_copy"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !sockets.is_empty() {
+        let zero_copy = sockets.iter().filter(|&&z| z == 1).count();
+        let _ = writeln!(
+            out,
+            "  AF_XDP sockets: {} zero-copy, {} copy mode",
+            zero_copy,
+            sockets.len() - zero_copy
+        );
+    }
     let _ = writeln!(
         out,
         "  dropped: {} malformed, {} TX ring full, {} blocked, {} by the kernel at the AF_XDP socket (RX ring full / no fill buffer)",

@@ -47,6 +47,22 @@ fn arp_nd_and_ping_cross_the_bridge_in_both_modes() {
             );
         }
         let st = bridge.stats();
+        // veth has no AF_XDP zero-copy: the kernel binds copy mode, and says so.
+        for w in st["workers"].as_array().expect("workers") {
+            for port in ["porta", "portb"] {
+                assert_eq!(u(w, &["ports", port, "xsk_zero_copy"]), 0, "{st}");
+            }
+        }
+        let log = std::fs::read_to_string(&bridge.log).unwrap_or_default();
+        assert!(
+            !log.contains("reading the AF_XDP bind mode"),
+            "the mode was not read: {log}"
+        );
+        let summary = run_ok(&[BIN, "stats", "--socket", bridge.socket.to_str().expect("path")]);
+        assert!(
+            summary.contains("AF_XDP sockets: 0 zero-copy, 2 copy mode"),
+            "{summary}"
+        );
         if extra.is_empty() {
             // ARP, ND and ICMP are not TCP: forwarded in the kernel.
             assert!(u(&st, &["totals", "fast_path_frames"]) >= 12, "{st}");

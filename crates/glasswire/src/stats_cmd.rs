@@ -59,22 +59,17 @@ pub fn render(stats: &Value) -> String {
         100.0 * n(t, &["userspace_frames"]) as f64 / rx as f64,
     );
     // Copy mode (no zero-copy driver) costs the workers a copy per frame each way.
-    let sockets: Vec<u64> = stats["workers"]
+    let sockets = stats["workers"]
         .as_array()
-        .map(|ws| {
-            ws.iter()
-                .flat_map(|w| w["ports"].as_object().into_iter().flat_map(|p| p.values()))
-                .map(|p| n(p, &["xsk_zero_copy"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !sockets.is_empty() {
-        let zero_copy = sockets.iter().filter(|&&z| z == 1).count();
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["ports"].as_object().into_iter().flat_map(|p| p.values()));
+    let (count, zero_copy) = sockets.fold((0, 0), |(c, z), p| (c + 1, z + n(p, &["xsk_zero_copy"])));
+    if count > 0 {
         let _ = writeln!(
             out,
-            "  AF_XDP sockets: {} zero-copy, {} copy mode",
-            zero_copy,
-            sockets.len() - zero_copy
+            "  AF_XDP sockets: {zero_copy} zero-copy, {} copy mode",
+            count - zero_copy
         );
     }
     let _ = writeln!(

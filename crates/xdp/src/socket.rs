@@ -48,25 +48,22 @@ impl XskPort {
     /// UMEM) rather than copy mode (every frame copied in and, on transmit, out through
     /// an skb): the driver decides, and copy mode costs the workers far more per frame.
     pub fn zero_copy(&self) -> std::io::Result<bool> {
-        // struct xdp_options from linux/if_xdp.h (XDP_OPTIONS, XDP_OPTIONS_ZEROCOPY).
-        const XDP_OPTIONS: libc::c_int = 8;
-        const XDP_OPTIONS_ZEROCOPY: u32 = 1;
-        let mut flags: u32 = 0;
-        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-        // Safety: `flags` is a u32 the size of struct xdp_options, and `len` says so.
+        let mut opts = libc::xdp_options { flags: 0 };
+        let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+        // Safety: `opts` is the struct XDP_OPTIONS fills, and `len` is its size.
         let rc = unsafe {
             libc::getsockopt(
                 self.fd(),
                 libc::SOL_XDP,
-                XDP_OPTIONS,
-                (&mut flags as *mut u32).cast(),
+                libc::XDP_OPTIONS,
+                (&mut opts as *mut libc::xdp_options).cast(),
                 &mut len,
             )
         };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
+        Ok(opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
     }
 }
 

@@ -493,24 +493,15 @@ fn frames_lost_at_a_full_rx_ring_are_counted_userspace_forward() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The worker goes idle once the burst is over and then copies the kernel's socket
-    // counters; wait until two looks agree.
-    let mut last = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let st = loop {
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(std::time::Instant::now() < deadline, "the counters never settled");
-        let st = bridge.stats();
+    // counters.
+    let st = settled(&bridge, "the counters", |st| {
         let t = &st["totals"];
-        let now = (
+        Some((
             t["rx_frames"].as_u64(),
             t["userspace_frames"].as_u64(),
             t["dropped_xsk_rx"].as_u64(),
-        );
-        if last == Some(now) {
-            break st;
-        }
-        last = Some(now);
-    };
+        ))
+    });
     let t = |k: &str| u(&st, &["totals", k]);
     assert!(t("dropped_xsk_rx") > 0, "the burst never filled the ring: {st}");
     assert_eq!(

@@ -35,23 +35,12 @@ fn tcp_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
 /// a session (its FIN, the last ACK) reach the mirror when the session ends, which on a
 /// loaded machine can be well after the client has its file.
 fn mirror_drained(bridge: &Bridge) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut last = None;
-    loop {
-        let stats = bridge.stats();
+    settled(bridge, "the mirror's drain", |stats| {
         let active = stats["intercept"]["active"].as_u64().unwrap_or(0);
-        let queued = u(&stats, &["mirror", "frames_queued"]);
-        let written = u(&stats, &["mirror", "frames_written"]);
-        if active == 0 && queued == written && last == Some(written) {
-            return stats;
-        }
-        last = (active == 0 && queued == written).then_some(written);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the mirror did not drain: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        let queued = u(stats, &["mirror", "frames_queued"]);
+        let written = u(stats, &["mirror", "frames_written"]);
+        (active == 0 && queued == written).then_some(written)
+    })
 }
 
 /// Every sink of the mirror wrote every frame: none dropped, no write error.
@@ -122,6 +111,7 @@ fn plaintext_download_is_mirrored_as_on_the_wire(prefix: &str, extra: &[&str]) {
         443,
         "index.html",
         &dir.0.join("tls.out"),
+        &[],
     );
     assert!(tls.status.success(), "{}", String::from_utf8_lossy(&tls.stderr));
 

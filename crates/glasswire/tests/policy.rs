@@ -57,7 +57,7 @@ fn bypassed_tls_on_any_port_is_byte_identical_and_stays_in_the_kernel() {
         .chain([(tb.s("server_ip6"), 443)])
     {
         let got = dir.0.join(format!("got-{port}.bin"));
-        let out = curl_tls(&tb, &dir.0, "ok.example", &addr, port, "file.bin", &got);
+        let out = curl_tls(&tb, &dir.0, "ok.example", &addr, port, "file.bin", &got, &[]);
         assert!(
             out.status.success(),
             "curl via {addr} port {port}: {}",
@@ -149,7 +149,7 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
         let mut ccap = capture(&tb, &tb.s("client_ns"), &tb.s("client_if"), &cpath, "tcp");
         let mut scap = capture(&tb, &tb.s("server_ns"), &tb.s("server_if"), &spath, "tcp");
         let started = Instant::now();
-        let out = curl_tls_with(
+        let out = curl_tls(
             &tb,
             &dir.0,
             "blocked.example",
@@ -199,7 +199,7 @@ fn blocked_sni_is_reset(extra: &[&str], prefix: &str) {
     // An allowed name still works, even from the client port of the blocked connection
     // (a new connection on its 5-tuple, within the block's linger: classified anew, its
     // SYN not dropped under the old verdict).
-    let ok = curl_tls_with(
+    let ok = curl_tls(
         &tb,
         &dir.0,
         "ok.example",
@@ -292,6 +292,7 @@ fn a_list_edited_and_reloaded_with_sighup_changes_the_next_verdict() {
             443,
             "index.html",
             &dir.0.join("got"),
+            &[],
         )
     };
     let hup = || {

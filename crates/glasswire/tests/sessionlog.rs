@@ -163,6 +163,7 @@ fn every_kind_of_session_record_from_real_traffic() {
         443,
         "index.html",
         &tls_out,
+        &[],
     );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let blocked = curl_tls(
@@ -173,6 +174,7 @@ fn every_kind_of_session_record_from_real_traffic() {
         443,
         "index.html",
         &tls_out,
+        &[],
     );
     assert!(!blocked.status.success());
 

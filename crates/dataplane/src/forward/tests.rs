@@ -88,6 +88,17 @@ impl Rig {
         }
     }
 
+    /// The SYN/ACK and ACK of a new connection whose SYN (client ISN `client_isn`) was
+    /// fed already: both forwarded.
+    fn finish_handshake(&mut self, client_isn: u32, server_isn: u32) {
+        for (from, f) in [
+            (Port::B, seg(false, server_isn, Some(client_isn + 1), "S", b"")),
+            (Port::A, seg(true, client_isn + 1, Some(server_isn + 1), "", b"")),
+        ] {
+            assert_eq!(self.feed(from, &f).1, Action::Forward);
+        }
+    }
+
     fn client_data(&mut self, offset: u32, payload: &[u8]) -> (u32, Action, Vec<Output<u32>>) {
         let f = seg(true, CLIENT_ISN + 1 + offset, Some(SERVER_ISN + 1), "", payload);
         self.feed(Port::A, &f)
@@ -244,12 +255,7 @@ fn a_new_connection_on_a_blocked_flows_ports_is_classified_anew() {
         "the SYN is not dropped as the old flow's"
     );
     assert_eq!(rig.stats.flows.reopened.get(), 1);
-    for (from, f) in [
-        (Port::B, seg(false, s2, Some(c2 + 1), "S", b"")),
-        (Port::A, seg(true, c2 + 1, Some(s2 + 1), "", b"")),
-    ] {
-        assert_eq!(rig.feed(from, &f).1, Action::Forward);
-    }
+    rig.finish_handshake(c2, s2);
     let (h, action, outs) = rig.feed(Port::A, &seg(true, c2 + 1, Some(s2 + 1), "", CURL_HELLO));
     assert_eq!(action, Action::Hold);
     assert_eq!(transmitted(&outs), vec![h], "the new hello reaches the server");
@@ -922,12 +928,7 @@ fn a_new_connection_on_the_ports_of_a_bypassed_one_is_classified_anew() {
         "marked for the worker to read its last counts"
     );
     assert_eq!(rig.stats.flows.reopened.get(), 1);
-    for (from, f) in [
-        (Port::B, seg(false, s2, Some(c2 + 1), "S", b"")),
-        (Port::A, seg(true, c2 + 1, Some(s2 + 1), "", b"")),
-    ] {
-        assert_eq!(rig.feed(from, &f).1, Action::Forward);
-    }
+    rig.finish_handshake(c2, s2);
     let (_, action, outs) = rig.feed(Port::A, &seg(true, c2 + 1, Some(s2 + 1), "", PY_HELLO));
     assert_eq!(action, Action::Hold, "the new hello is read");
     assert_eq!(verdicts(&outs), vec![Verdict::Block], "and the new name blocked");

@@ -591,22 +591,9 @@ impl Drop for Nginx {
 }
 
 /// curl in the client namespace to https://NAME:PORT/PATH at `addr`, verifying the
-/// server against the test's certificate.
-pub fn curl_tls(
-    tb: &Testbed,
-    dir: &Path,
-    name: &str,
-    addr: &str,
-    port: u16,
-    path: &str,
-    out: &Path,
-) -> Output {
-    curl_tls_with(tb, dir, name, addr, port, path, out, &[])
-}
-
-/// `curl_tls` with more curl arguments (before the URL).
+/// server against the test's certificate; `extra` curl arguments go before the URL.
 #[allow(clippy::too_many_arguments)]
-pub fn curl_tls_with(
+pub fn curl_tls(
     tb: &Testbed,
     dir: &Path,
     name: &str,
@@ -639,4 +626,26 @@ pub fn curl_tls_with(
     args.extend_from_slice(extra);
     args.push(&url);
     tb.client(&args)
+}
+
+/// Polls the bridge's stats until `look` gives the same `Some` twice in a row (counters
+/// the worker copies while idle, or a drain, have settled) and returns the stats then;
+/// `None` means not ready yet. Fails after 20 s, naming `what`.
+pub fn settled<T: PartialEq>(
+    bridge: &Bridge,
+    what: &str,
+    look: impl Fn(&serde_json::Value) -> Option<T>,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        let stats = bridge.stats();
+        let now = look(&stats);
+        if now.is_some() && now == last {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "{what} never settled: {stats}");
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -469,9 +469,39 @@ mod tests {
         }
     }
 
+    /// The key of 10.0.0.1:`client_port` -> 10.0.0.2:443 over TCP, and the client's
+    /// direction in it.
+    fn connection(client_port: u16) -> (FlowKey, Direction) {
+        FlowKey::new(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            client_port,
+            "10.0.0.2".parse().unwrap(),
+            443,
+        )
+    }
+
+    /// One sweep of `entries` with the default config, `after` past `t0`, while handoffs
+    /// may still be on their way.
+    fn sweep_at(
+        entries: &[(FlowKey, FlowState)],
+        now_s: u64,
+        t0: Instant,
+        after: Duration,
+        book: &mut SessionBook,
+    ) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
+        plan_sweep(
+            entries,
+            now_s * S,
+            t0 + after,
+            &SweepConfig::default(),
+            book,
+            true,
+        )
+    }
+
     #[test]
     fn a_followed_session_gets_volumes_then_an_end_with_kernel_and_userspace_counts() {
-        let cfg = SweepConfig::default();
         let t0 = Instant::now();
         let (key, dir) = FlowKey::new(
             6,
@@ -494,24 +524,10 @@ mod tests {
         st.packets[1 - c] = 20;
         st.bytes[1 - c] = 30000;
         // Within the interval: nothing to say.
-        let (ev, events) = plan_sweep(
-            &[(key, st)],
-            11 * S,
-            t0 + Duration::from_secs(1),
-            &cfg,
-            &mut book,
-            true,
-        );
+        let (ev, events) = sweep_at(&[(key, st)], 11, t0, Duration::from_secs(1), &mut book);
         assert!(ev.is_empty() && events.is_empty());
         // An interval later: one volume record with everything so far.
-        let (_, events) = plan_sweep(
-            &[(key, st)],
-            12 * S,
-            t0 + Duration::from_secs(61),
-            &cfg,
-            &mut book,
-            true,
-        );
+        let (_, events) = sweep_at(&[(key, st)], 12, t0, Duration::from_secs(61), &mut book);
         assert_eq!(events.len(), 1);
         let v = events[0].volume.unwrap();
         assert_eq!((v.packets, v.bytes), ([13, 21], [1723, 30074]));
@@ -520,14 +536,7 @@ mod tests {
         st.bytes[c] += 66;
         st.tcp_flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO;
         st.last_seen_ns = 70 * S;
-        let (ev, events) = plan_sweep(
-            &[(key, st)],
-            73 * S,
-            t0 + Duration::from_secs(63),
-            &cfg,
-            &mut book,
-            true,
-        );
+        let (ev, events) = sweep_at(&[(key, st)], 73, t0, Duration::from_secs(63), &mut book);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
@@ -539,15 +548,8 @@ mod tests {
 
     #[test]
     fn a_session_whose_ports_a_new_connection_took_ends_with_its_own_counts() {
-        let cfg = SweepConfig::default();
         let t0 = Instant::now();
-        let (key, client_dir) = FlowKey::new(
-            6,
-            "10.0.0.1".parse().unwrap(),
-            40000,
-            "10.0.0.2".parse().unwrap(),
-            443,
-        );
+        let (key, client_dir) = connection(40000);
         let c = client_dir as usize;
         // Handed over at the new connection's SYN, with the entry as that SYN left it.
         let mut old = state(Verdict::Inspect, FlowState::FIN_LO_HI | FlowState::FIN_HI_LO, 10);
@@ -561,14 +563,7 @@ mod tests {
         let mut new = state(Verdict::Bypass, 0, 11);
         new.session = 8;
         new.packets = [3, 3];
-        let (ev, events) = plan_sweep(
-            &[(key, new)],
-            11 * S,
-            t0 + Duration::from_secs(1),
-            &cfg,
-            &mut book,
-            true,
-        );
+        let (ev, events) = sweep_at(&[(key, new)], 11, t0, Duration::from_secs(1), &mut book);
         assert!(ev.is_empty(), "the new connection's entry stays: {ev:?}");
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
@@ -582,14 +577,7 @@ mod tests {
         // A followed session whose entry another session's verdict overwrote before any
         // reopen was seen ends too, without the newcomer's counts.
         follow(&mut book, handed_over(key, client_dir, t0));
-        let (ev, events) = plan_sweep(
-            &[(key, new)],
-            12 * S,
-            t0 + Duration::from_secs(2),
-            &cfg,
-            &mut book,
-            true,
-        );
+        let (ev, events) = sweep_at(&[(key, new)], 12, t0, Duration::from_secs(2), &mut book);
         assert!(ev.is_empty());
         let total = events[1].volume.unwrap();
         assert_eq!((total.packets, total.bytes), (handed.packets, handed.bytes));
@@ -598,25 +586,18 @@ mod tests {
 
     #[test]
     fn an_entry_waits_for_its_handoff_and_a_vanished_one_ends_abnormally() {
-        let cfg = SweepConfig::default();
         let t0 = Instant::now();
-        let (key, dir) = FlowKey::new(
-            6,
-            "10.0.0.1".parse().unwrap(),
-            40000,
-            "10.0.0.2".parse().unwrap(),
-            443,
-        );
+        let (key, dir) = connection(40000);
         let closed = state(Verdict::Bypass, FlowState::RST, 100);
         let mut book = SessionBook::new();
         // Closed, but no handoff yet: kept for the grace period, then dropped silently.
-        let (ev, _) = plan_sweep(&[(key, closed)], 105 * S, t0, &cfg, &mut book, true);
+        let (ev, _) = sweep_at(&[(key, closed)], 105, t0, Duration::ZERO, &mut book);
         assert!(ev.is_empty());
-        let (ev, _) = plan_sweep(&[(key, closed)], 113 * S, t0, &cfg, &mut book, true);
+        let (ev, _) = sweep_at(&[(key, closed)], 113, t0, Duration::ZERO, &mut book);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         // A followed session whose entry vanished from the map.
         follow(&mut book, handed_over(key, dir, t0));
-        let (_, events) = plan_sweep(&[], 114 * S, t0, &cfg, &mut book, true);
+        let (_, events) = sweep_at(&[], 114, t0, Duration::ZERO, &mut book);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, SessionEventKind::EndAbnormal);
         assert_eq!(events[0].reason, Some("kernel_map_full"));
@@ -625,25 +606,17 @@ mod tests {
 
     #[test]
     fn data_after_both_fins_in_the_kernel_ends_abnormally() {
-        let cfg = SweepConfig::default();
         let t0 = Instant::now();
-        let (key, dir) = FlowKey::new(
-            6,
-            "10.0.0.1".parse().unwrap(),
-            40000,
-            "10.0.0.2".parse().unwrap(),
-            443,
-        );
+        let (key, dir) = connection(40000);
         let mut book = SessionBook::new();
         follow(&mut book, handed_over(key, dir, t0));
         let flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO | FlowState::AFTER_CLOSE;
-        let (ev, events) = plan_sweep(
+        let (ev, events) = sweep_at(
             &[(key, state(Verdict::Bypass, flags, 100))],
-            103 * S,
+            103,
             t0,
-            &cfg,
+            Duration::ZERO,
             &mut book,
-            true,
         );
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         let ends: Vec<_> = events.iter().map(|e| (e.kind, e.reason)).collect();
@@ -659,26 +632,14 @@ mod tests {
     #[test]
     fn at_stop_followed_sessions_end_with_the_last_kernel_counts() {
         let t0 = Instant::now();
-        let (key, dir) = FlowKey::new(
-            6,
-            "10.0.0.1".parse().unwrap(),
-            40000,
-            "10.0.0.2".parse().unwrap(),
-            443,
-        );
+        let (key, dir) = connection(40000);
         let mut book = SessionBook::new();
         follow(&mut book, handed_over(key, dir, t0));
         let mut st = state(Verdict::Bypass, 0, 100);
         st.packets[dir as usize] = 5;
         st.bytes[dir as usize] = 500;
         let mut closed_flow = handed_over(key, dir, t0);
-        let (closed_key, _) = FlowKey::new(
-            6,
-            "10.0.0.1".parse().unwrap(),
-            40001,
-            "10.0.0.2".parse().unwrap(),
-            443,
-        );
+        let (closed_key, _) = connection(40001);
         closed_flow.key = closed_key;
         Arc::make_mut(&mut closed_flow.info).client = "10.0.0.1:40001".parse().unwrap();
         follow(&mut book, closed_flow);

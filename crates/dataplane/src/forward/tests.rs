@@ -103,6 +103,12 @@ impl Rig {
         let f = seg(true, CLIENT_ISN + 1 + offset, Some(SERVER_ISN + 1), "", payload);
         self.feed(Port::A, &f)
     }
+
+    /// The server's bytes from `offset` of its stream, acknowledging the client's SYN only.
+    fn server_data(&mut self, offset: u32, payload: &[u8]) -> (u32, Action, Vec<Output<u32>>) {
+        let f = seg(false, SERVER_ISN + 1 + offset, Some(CLIENT_ISN + 1), "", payload);
+        self.feed(Port::B, &f)
+    }
 }
 
 fn transmitted(outs: &[Output<u32>]) -> Vec<u32> {
@@ -176,24 +182,12 @@ fn a_bypassed_hello_split_over_two_segments_is_held_then_released_in_order() {
     assert_eq!(rig.stats.flows.decided_bypass.get(), 1);
     assert_eq!(rig.stats.flows.frames_held.get(), 0);
     // The server's first payload: its ServerHello is read, then the verdict is written.
-    let (_, a3, o3) = rig.feed(
-        Port::B,
-        &seg(
-            false,
-            SERVER_ISN + 1,
-            Some(CLIENT_ISN + 1),
-            "",
-            SERVER_HELLO_TLS12,
-        ),
-    );
+    let (_, a3, o3) = rig.server_data(0, SERVER_HELLO_TLS12);
     assert_eq!(a3, Action::Forward);
     assert_eq!(verdicts(&o3), vec![Verdict::Bypass]);
     assert_eq!(rig.stats.flows.server_hellos.get(), 1);
     // Frames still on their way to userspace after the verdict pass straight through.
-    let (_, a4, o4) = rig.feed(
-        Port::B,
-        &seg(false, SERVER_ISN + 1 + 648, Some(CLIENT_ISN + 1), "", b"srv"),
-    );
+    let (_, a4, o4) = rig.server_data(648, b"srv");
     assert_eq!(a4, Action::Forward);
     assert!(o4.is_empty());
 }
@@ -279,10 +273,7 @@ fn plain_http_is_passed_and_bypassed_at_its_first_payload() {
 fn a_server_that_speaks_first_is_not_tls() {
     let mut rig = Rig::new(FlowConfig::default(), block_py());
     rig.handshake();
-    let (_, action, outs) = rig.feed(
-        Port::B,
-        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"220 smtp\r\n"),
-    );
+    let (_, action, outs) = rig.server_data(0, b"220 smtp\r\n");
     assert_eq!(action, Action::Forward);
     assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
     assert_eq!(rig.stats.flows.not_tls.get(), 1);
@@ -634,16 +625,7 @@ fn at_shutdown_open_sessions_end_or_go_to_the_sweeper_and_held_frames_are_freed(
     let mut rig = Rig::new(FlowConfig::default(), block_py());
     rig.handshake();
     rig.client_data(0, CURL_HELLO);
-    rig.feed(
-        Port::B,
-        &seg(
-            false,
-            SERVER_ISN + 1,
-            Some(CLIENT_ISN + 1),
-            "",
-            SERVER_HELLO_TLS12,
-        ),
-    );
+    rig.server_data(0, SERVER_HELLO_TLS12);
     rig.fwd.shutdown(rig.now + Duration::from_secs(1));
     let outs: Vec<_> = rig.fwd.outputs().collect();
     assert!(events(&outs).is_empty());
@@ -670,10 +652,7 @@ fn a_bypassed_tls_flow_waits_for_its_server_hello_at_most_three_seconds() {
     assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
     assert_eq!(rig.stats.flows.server_hello_timeouts.get(), 1);
     // A server payload that is no ServerHello (the wait is over anyway): nothing more.
-    let (_, _, outs) = rig.feed(
-        Port::B,
-        &seg(false, SERVER_ISN + 1, Some(CLIENT_ISN + 1), "", b"HTTP/1.1 400"),
-    );
+    let (_, _, outs) = rig.server_data(0, b"HTTP/1.1 400");
     assert!(outs.is_empty());
 
     // A server whose first payload is not a ServerHello: counted, and the flow goes to
@@ -681,16 +660,7 @@ fn a_bypassed_tls_flow_waits_for_its_server_hello_at_most_three_seconds() {
     let mut rig = Rig::new(FlowConfig::default(), block_py());
     rig.handshake();
     rig.client_data(0, CURL_HELLO);
-    let (_, _, outs) = rig.feed(
-        Port::B,
-        &seg(
-            false,
-            SERVER_ISN + 1,
-            Some(CLIENT_ISN + 1),
-            "",
-            b"\x15\x03\x03\x00\x02\x02\x28",
-        ),
-    );
+    let (_, _, outs) = rig.server_data(0, b"\x15\x03\x03\x00\x02\x02\x28");
     assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
     assert_eq!(rig.stats.flows.server_hello_unreadable.get(), 1);
 }
@@ -807,16 +777,7 @@ fn a_mirrored_plaintext_flow_gives_the_mirror_every_frame_from_its_syn_and_stays
     rig.handshake();
     let (_, _, outs) = rig.client_data(0, CURL_HELLO);
     assert!(copies(&outs).is_empty());
-    let (_, action, outs) = rig.feed(
-        Port::B,
-        &seg(
-            false,
-            SERVER_ISN + 1,
-            Some(CLIENT_ISN + 1),
-            "",
-            SERVER_HELLO_TLS12,
-        ),
-    );
+    let (_, action, outs) = rig.server_data(0, SERVER_HELLO_TLS12);
     assert_eq!(action, Action::Forward);
     assert_eq!(verdicts(&outs), vec![Verdict::Bypass]);
 }

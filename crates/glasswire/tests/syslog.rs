@@ -13,8 +13,9 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
+use testkit::rsyslog::{Rsyslog, Tls};
 
 const LOG_SERVER_IP: &str = "10.77.0.2";
 const LOG_SERVER_PORT: u16 = 6514;
@@ -73,134 +74,6 @@ fn make_log_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "logsrv.test",
         &format!("DNS:logsrv.test,IP:{LOG_SERVER_IP}"),
     )
-}
-
-/// rsyslogd in the log namespace, in the foreground, writing each message's MSG (one
-/// JSON record) as a line of `out.log`; killed when dropped.
-struct Rsyslog {
-    dir: PathBuf,
-    ns: String,
-    child: Option<Child>,
-    starts: u32,
-}
-
-impl Rsyslog {
-    fn new(dir: &Path, ns: &str, ca: &Path, cert: &Path, key: &Path) -> Self {
-        let work = dir.join("work");
-        std::fs::create_dir_all(&work).expect("rsyslog work dir");
-        let conf = format!(
-            r#"
-global(
-    workDirectory="{work}"
-    maxMessageSize="64k"
-    defaultNetstreamDriver="gtls"
-    defaultNetstreamDriverCAFile="{ca}"
-    defaultNetstreamDriverCertFile="{cert}"
-    defaultNetstreamDriverKeyFile="{key}"
-)
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" address="{LOG_SERVER_IP}" port="{LOG_SERVER_PORT}")
-template(name="msgonly" type="string" string="%msg%\n")
-action(type="omfile" file="{out}" template="msgonly")
-"#,
-            work = work.display(),
-            ca = ca.display(),
-            cert = cert.display(),
-            key = key.display(),
-            out = dir.join("out.log").display(),
-        );
-        std::fs::write(dir.join("rsyslog.conf"), conf).expect("rsyslog.conf");
-        Self {
-            dir: dir.into(),
-            ns: ns.into(),
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let err = std::fs::File::create(self.dir.join(format!("rsyslogd-{}.log", self.starts))).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "rsyslogd", "-n", "-f"])
-            .arg(self.dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(self.dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(err.try_clone().expect("fd"))
-            .stderr(err)
-            .spawn()
-            .expect("starting rsyslogd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = run(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.ns,
-                "ss",
-                "-ltnH",
-                &format!("sport = :{LOG_SERVER_PORT}"),
-            ]);
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return;
-            }
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("rsyslogd exited ({st}): {}", self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd did not listen: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, as an init system stops it; waits for it to exit.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("rsyslogd did not exit within 20 s of SIGTERM");
-    }
-
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("out.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn stderr(&self) -> String {
-        (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.dir.join(format!("rsyslogd-{i}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Every line of the JSON Lines files in `dir`.
@@ -275,7 +148,13 @@ fn rsyslog_in_the_testbed_gets_every_record_exactly_once_across_a_30_s_outage() 
     let dir = Scratch::new("e2esysl");
     let log_ns = LogNamespace::up(&tb.s("bridge_ns"), "e2esysl-log");
     let (ca, cert, key) = make_log_pki(&dir.0);
-    let mut rsyslog = Rsyslog::new(&dir.0, &log_ns.name, &ca, &cert, &key);
+    let tls = Tls {
+        ca: &ca,
+        cert: &cert,
+        key: &key,
+        authmode: "anon",
+    };
+    let mut rsyslog = Rsyslog::new(&dir.0, Some(&log_ns.name), LOG_SERVER_IP, LOG_SERVER_PORT, &tls);
     rsyslog.start();
 
     let www = dir.0.join("www");

@@ -16,11 +16,11 @@ mod common;
 use common::{free_port, id_counts, ids_in_order, make_pki, record, wait_until, Pki};
 use sessionlog::{JsonlConfig, LogConfig, Logger, SyslogConfig};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::rsyslog::{Rsyslog, Tls};
 
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(90);
 
@@ -32,12 +32,7 @@ fn can_run() -> bool {
     if unsafe { libc::geteuid() } != 0 {
         missing.push("root".to_string());
     }
-    if rsyslogd().is_none() {
-        missing.push("rsyslogd (apt-get install rsyslog)".into());
-    }
-    if gtls_driver().is_none() {
-        missing.push("rsyslog's gtls driver lmnsd_gtls.so (apt-get install rsyslog-gnutls)".into());
-    }
+    missing.extend(testkit::rsyslog::missing());
     if missing.is_empty() {
         return true;
     }
@@ -49,144 +44,15 @@ fn can_run() -> bool {
     false
 }
 
-fn rsyslogd() -> Option<PathBuf> {
-    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/local/sbin/rsyslogd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-fn gtls_driver() -> Option<PathBuf> {
-    let mut dirs = vec![
-        PathBuf::from("/usr/lib/rsyslog"),
-        PathBuf::from("/usr/lib64/rsyslog"),
-    ];
-    if let Ok(rd) = fs::read_dir("/usr/lib") {
-        dirs.extend(rd.flatten().map(|e| e.path().join("rsyslog")));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("lmnsd_gtls.so"))
-        .find(|p| p.exists())
-}
-
-/// rsyslogd in the foreground with its own configuration and work directory; killed when
-/// dropped, whatever path the test takes.
-struct Rsyslog {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    starts: u32,
-}
-
-impl Rsyslog {
-    /// Writes the configuration; `start` runs it.
-    fn new(dir: &Path, pki: &Pki, authmode: &str) -> Rsyslog {
-        let port = free_port();
-        let work = dir.join("work");
-        fs::create_dir_all(&work).unwrap();
-        let conf = format!(
-            r#"
-global(
-    workDirectory="{work}"
-    maxMessageSize="64k"
-    defaultNetstreamDriver="gtls"
-    defaultNetstreamDriverCAFile="{ca}"
-    defaultNetstreamDriverCertFile="{cert}"
-    defaultNetstreamDriverKeyFile="{key}"
-)
-module(load="imtcp"
-    StreamDriver.Name="gtls"
-    StreamDriver.Mode="1"
-    StreamDriver.AuthMode="{authmode}"
-)
-input(type="imtcp" address="127.0.0.1" port="{port}")
-template(name="msgonly" type="string" string="%msg%\n")
-action(type="omfile" file="{out}" template="msgonly")
-"#,
-            work = work.display(),
-            ca = pki.ca.display(),
-            cert = pki.server_cert.display(),
-            key = pki.server_key.display(),
-            out = dir.join("out.log").display(),
-        );
-        fs::write(dir.join("rsyslog.conf"), conf).unwrap();
-        Rsyslog {
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn output(&self) -> String {
-        fs::read_to_string(self.dir.join("out.log")).unwrap_or_default()
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        self.starts += 1;
-        let log = fs::File::create(self.dir.join(format!("rsyslogd-{}.stderr", self.starts))).unwrap();
-        let child = Command::new(rsyslogd().unwrap())
-            .arg("-n")
-            .arg("-f")
-            .arg(self.dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(self.dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        // Listening once a TCP connect succeeds (the probe's aborted session costs rsyslog
-        // a line in its own log, nothing more).
-        let addr = self.server().parse().unwrap();
-        wait_until(Duration::from_secs(20), "rsyslogd to listen", || {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("rsyslogd exited ({st}); its output: {}", self.stderr());
-            }
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-    }
-
-    /// SIGTERM, the way an init system stops it, and wait for it to exit.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // Safety: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("rsyslogd did not exit within 20 s of SIGTERM");
-    }
-
-    fn stderr(&self) -> String {
-        (1..=self.starts)
-            .map(|i| fs::read_to_string(self.dir.join(format!("rsyslogd-{i}.stderr"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// rsyslog on loopback (a free port), presenting the test PKI's server certificate.
+fn rsyslog(dir: &Path, pki: &Pki, authmode: &str) -> Rsyslog {
+    let tls = Tls {
+        ca: &pki.ca,
+        cert: &pki.server_cert,
+        key: &pki.server_key,
+        authmode,
+    };
+    Rsyslog::new(dir, None, "127.0.0.1", free_port(), &tls)
 }
 
 fn syslog_config(server: String, pki: &Pki, spool: &Path) -> SyslogConfig {
@@ -217,7 +83,7 @@ fn every_record_arrives_across_an_rsyslog_stop() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let pki = make_pki(tmp.path());
-    let mut rs = Rsyslog::new(tmp.path(), &pki, "anon");
+    let mut rs = rsyslog(tmp.path(), &pki, "anon");
     rs.start();
 
     let scfg = syslog_config(rs.server(), &pki, &tmp.path().join("spool"));
@@ -326,7 +192,7 @@ fn the_spool_outlives_a_logger_restart() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let pki = make_pki(tmp.path());
-    let mut rs = Rsyslog::new(tmp.path(), &pki, "x509/certvalid");
+    let mut rs = rsyslog(tmp.path(), &pki, "x509/certvalid");
     let spool = tmp.path().join("spool");
     let server = rs.server();
     let config = || {

@@ -50,6 +50,12 @@ enum Cmd {
         /// Keep every TCP frame in userspace (overrides `bridge.fast_path`).
         #[arg(long)]
         no_fast_path: bool,
+        /// How the XDP program attaches (overrides `bridge.xdp_mode`): `native`, in the
+        /// driver, which the kernel fast path needs; or `generic`, on the skb path of any
+        /// device (on veth with --userspace-forward, the shorter round trip:
+        /// perf/RESULTS.md).
+        #[arg(long, value_name = "MODE", value_parser = ["native", "generic"])]
+        xdp_mode: Option<String>,
     },
     /// Print the running bridge's counters.
     Stats {
@@ -200,10 +206,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             config,
             userspace_forward,
             no_fast_path,
+            xdp_mode,
         } => {
             let (mut cfg, policy) = config::Config::load(&config)?;
             cfg.bridge.userspace_forward |= userspace_forward;
             cfg.bridge.fast_path &= !no_fast_path;
+            if let Some(mode) = xdp_mode {
+                cfg.bridge.xdp_mode = mode;
+            }
             daemon::run(cfg, policy, config)
         }
         Cmd::Stats { describe: true, .. } => {

@@ -12,6 +12,18 @@ use std::time::Duration;
 
 const SEND_FRAMES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/send_frames.py");
 
+/// Both ports carry the XDP program in the attach mode `extra` asked for (`ip link`
+/// says `xdpgeneric` for generic, `xdp` for native).
+fn assert_attach_mode(tb: &Testbed, extra: &[&str]) {
+    let generic = extra.windows(2).any(|w| w == ["--xdp-mode", "generic"]);
+    for port in tb.status["ports"].as_array().expect("testbed ports") {
+        let port = port.as_str().expect("port name");
+        let link = run_ok(&["ip", "-n", &tb.s("bridge_ns"), "link", "show", "dev", port]);
+        let flag = if generic { " xdpgeneric " } else { " xdp " };
+        assert!(link.contains(flag), "{port}: no{flag}in {link}");
+    }
+}
+
 fn ping_both_families(tb: &Testbed) {
     for target in [tb.s("server_ip"), tb.s("server_ip6")] {
         let out = tb.client(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &target]);
@@ -80,6 +92,7 @@ fn download_50mb(extra: &[&str], prefix: &str) {
     }
     let tb = Testbed::up(prefix);
     let bridge = tb.start_bridge(extra);
+    assert_attach_mode(&tb, extra);
     let dir = Scratch::new(prefix);
     let www = dir.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
@@ -155,12 +168,18 @@ fn http_50mb_userspace_forward_hashes_match() {
     download_50mb(&["--userspace-forward"], "e2euser");
 }
 
+#[test]
+fn http_50mb_userspace_forward_generic_xdp_hashes_match() {
+    download_50mb(&["--userspace-forward", "--xdp-mode", "generic"], "e2eugen");
+}
+
 fn frames_identical(extra: &[&str], prefix: &str) {
     if !can_run(&["tcpdump", "curl", "python3", "ping", "ss"]) {
         return;
     }
     let tb = Testbed::up(prefix);
     let _bridge = tb.start_bridge(extra);
+    assert_attach_mode(&tb, extra);
     let dir = Scratch::new(prefix);
     let www = dir.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
@@ -262,6 +281,17 @@ fn frames_are_byte_identical_on_both_sides_fast_path() {
 #[test]
 fn frames_are_byte_identical_on_both_sides_userspace_forward() {
     frames_identical(&["--userspace-forward"], "e2eidu");
+}
+
+// The program attached in generic mode (on the skb path), in both modes.
+#[test]
+fn frames_are_byte_identical_on_both_sides_generic_xdp_fast_path() {
+    frames_identical(&["--xdp-mode", "generic"], "e2eidgf");
+}
+
+#[test]
+fn frames_are_byte_identical_on_both_sides_generic_xdp_userspace_forward() {
+    frames_identical(&["--userspace-forward", "--xdp-mode", "generic"], "e2eidgu");
 }
 
 /// Frames that are wrong in one way each; returns them with the drop reason expected.

@@ -169,6 +169,10 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
     } else {
         "userspace-tcp"
     };
+    let xdp_attach = match mode {
+        AttachMode::Native => "native",
+        AttachMode::Generic => "generic",
+    };
     let program = Arc::new(Mutex::new(program));
     let worker_view: Vec<_> = workers
         .iter()
@@ -185,6 +189,7 @@ pub fn run(cfg: Config, policy: Policy, config_path: PathBuf) -> Result<()> {
             &port_names,
             &worker_view,
             mode_name,
+            xdp_attach,
             started.elapsed(),
         );
         v["kernel_flows"] = snap_sweep.snapshot().into();
@@ -387,6 +392,7 @@ fn snapshot(
     port_names: &[String; 2],
     workers: &[WorkerView],
     mode: &str,
+    xdp_attach: &str,
     uptime: Duration,
 ) -> Value {
     let (xdp_counters, ifindex) = match program.lock() {
@@ -450,6 +456,7 @@ fn snapshot(
     json!({
         "glasswire": env!("CARGO_PKG_VERSION"),
         "mode": mode,
+        "xdp_attach": xdp_attach,
         "uptime_s": uptime.as_secs_f64(),
         "totals": {
             "rx_frames": rx_frames,

@@ -17,8 +17,9 @@ pub fn render(stats: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "  mode {}, up {:.1} s",
+        "  mode {}, XDP attached {}, up {:.1} s",
         stats["mode"].as_str().unwrap_or("?"),
+        stats["xdp_attach"].as_str().unwrap_or("?"),
         stats["uptime_s"].as_f64().unwrap_or(0.0)
     );
     let _ = writeln!(

@@ -13,8 +13,8 @@ use std::time::Duration;
 const SEND_FRAMES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/send_frames.py");
 
 /// Both ports carry the XDP program in the attach mode `extra` asked for (`ip link`
-/// says `xdpgeneric` for generic, `xdp` for native).
-fn assert_attach_mode(tb: &Testbed, extra: &[&str]) {
+/// says `xdpgeneric` for generic, `xdp` for native), and the stats say so too.
+fn assert_attach_mode(tb: &Testbed, bridge: &Bridge, extra: &[&str]) {
     let generic = extra.windows(2).any(|w| w == ["--xdp-mode", "generic"]);
     for port in tb.status["ports"].as_array().expect("testbed ports") {
         let port = port.as_str().expect("port name");
@@ -22,6 +22,8 @@ fn assert_attach_mode(tb: &Testbed, extra: &[&str]) {
         let flag = if generic { " xdpgeneric " } else { " xdp " };
         assert!(link.contains(flag), "{port}: no{flag}in {link}");
     }
+    let want = if generic { "generic" } else { "native" };
+    assert_eq!(bridge.stats()["xdp_attach"], want);
 }
 
 fn ping_both_families(tb: &Testbed) {
@@ -92,7 +94,7 @@ fn download_50mb(extra: &[&str], prefix: &str) {
     }
     let tb = Testbed::up(prefix);
     let bridge = tb.start_bridge(extra);
-    assert_attach_mode(&tb, extra);
+    assert_attach_mode(&tb, &bridge, extra);
     let dir = Scratch::new(prefix);
     let www = dir.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
@@ -178,8 +180,8 @@ fn frames_identical(extra: &[&str], prefix: &str) {
         return;
     }
     let tb = Testbed::up(prefix);
-    let _bridge = tb.start_bridge(extra);
-    assert_attach_mode(&tb, extra);
+    let bridge = tb.start_bridge(extra);
+    assert_attach_mode(&tb, &bridge, extra);
     let dir = Scratch::new(prefix);
     let www = dir.0.join("www");
     std::fs::create_dir_all(&www).expect("www");

@@ -481,23 +481,15 @@ mod tests {
         )
     }
 
-    /// One sweep of `entries` with the default config, `after` past `t0`, while handoffs
-    /// may still be on their way.
+    /// One sweep of `entries` with the default config at `now_s` (the kernel's clock,
+    /// seconds) and `now`, while handoffs may still be on their way.
     fn sweep_at(
         entries: &[(FlowKey, FlowState)],
         now_s: u64,
-        t0: Instant,
-        after: Duration,
+        now: Instant,
         book: &mut SessionBook,
     ) -> (Vec<(FlowKey, Eviction)>, Vec<SessionEvent>) {
-        plan_sweep(
-            entries,
-            now_s * S,
-            t0 + after,
-            &SweepConfig::default(),
-            book,
-            true,
-        )
+        plan_sweep(entries, now_s * S, now, &SweepConfig::default(), book, true)
     }
 
     #[test]
@@ -524,10 +516,10 @@ mod tests {
         st.packets[1 - c] = 20;
         st.bytes[1 - c] = 30000;
         // Within the interval: nothing to say.
-        let (ev, events) = sweep_at(&[(key, st)], 11, t0, Duration::from_secs(1), &mut book);
+        let (ev, events) = sweep_at(&[(key, st)], 11, t0 + Duration::from_secs(1), &mut book);
         assert!(ev.is_empty() && events.is_empty());
         // An interval later: one volume record with everything so far.
-        let (_, events) = sweep_at(&[(key, st)], 12, t0, Duration::from_secs(61), &mut book);
+        let (_, events) = sweep_at(&[(key, st)], 12, t0 + Duration::from_secs(61), &mut book);
         assert_eq!(events.len(), 1);
         let v = events[0].volume.unwrap();
         assert_eq!((v.packets, v.bytes), ([13, 21], [1723, 30074]));
@@ -536,7 +528,7 @@ mod tests {
         st.bytes[c] += 66;
         st.tcp_flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO;
         st.last_seen_ns = 70 * S;
-        let (ev, events) = sweep_at(&[(key, st)], 73, t0, Duration::from_secs(63), &mut book);
+        let (ev, events) = sweep_at(&[(key, st)], 73, t0 + Duration::from_secs(63), &mut book);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
@@ -563,7 +555,7 @@ mod tests {
         let mut new = state(Verdict::Bypass, 0, 11);
         new.session = 8;
         new.packets = [3, 3];
-        let (ev, events) = sweep_at(&[(key, new)], 11, t0, Duration::from_secs(1), &mut book);
+        let (ev, events) = sweep_at(&[(key, new)], 11, t0 + Duration::from_secs(1), &mut book);
         assert!(ev.is_empty(), "the new connection's entry stays: {ev:?}");
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![SessionEventKind::Volume, SessionEventKind::EndNormal]);
@@ -577,7 +569,7 @@ mod tests {
         // A followed session whose entry another session's verdict overwrote before any
         // reopen was seen ends too, without the newcomer's counts.
         follow(&mut book, handed_over(key, client_dir, t0));
-        let (ev, events) = sweep_at(&[(key, new)], 12, t0, Duration::from_secs(2), &mut book);
+        let (ev, events) = sweep_at(&[(key, new)], 12, t0 + Duration::from_secs(2), &mut book);
         assert!(ev.is_empty());
         let total = events[1].volume.unwrap();
         assert_eq!((total.packets, total.bytes), (handed.packets, handed.bytes));
@@ -591,13 +583,13 @@ mod tests {
         let closed = state(Verdict::Bypass, FlowState::RST, 100);
         let mut book = SessionBook::new();
         // Closed, but no handoff yet: kept for the grace period, then dropped silently.
-        let (ev, _) = sweep_at(&[(key, closed)], 105, t0, Duration::ZERO, &mut book);
+        let (ev, _) = sweep_at(&[(key, closed)], 105, t0, &mut book);
         assert!(ev.is_empty());
-        let (ev, _) = sweep_at(&[(key, closed)], 113, t0, Duration::ZERO, &mut book);
+        let (ev, _) = sweep_at(&[(key, closed)], 113, t0, &mut book);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         // A followed session whose entry vanished from the map.
         follow(&mut book, handed_over(key, dir, t0));
-        let (_, events) = sweep_at(&[], 114, t0, Duration::ZERO, &mut book);
+        let (_, events) = sweep_at(&[], 114, t0, &mut book);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, SessionEventKind::EndAbnormal);
         assert_eq!(events[0].reason, Some("kernel_map_full"));
@@ -611,13 +603,7 @@ mod tests {
         let mut book = SessionBook::new();
         follow(&mut book, handed_over(key, dir, t0));
         let flags = FlowState::FIN_LO_HI | FlowState::FIN_HI_LO | FlowState::AFTER_CLOSE;
-        let (ev, events) = sweep_at(
-            &[(key, state(Verdict::Bypass, flags, 100))],
-            103,
-            t0,
-            Duration::ZERO,
-            &mut book,
-        );
+        let (ev, events) = sweep_at(&[(key, state(Verdict::Bypass, flags, 100))], 103, t0, &mut book);
         assert_eq!(ev, vec![(key, Eviction::Closed)]);
         let ends: Vec<_> = events.iter().map(|e| (e.kind, e.reason)).collect();
         assert_eq!(

@@ -141,7 +141,10 @@ fn by_client_port(lines: &[String], port: u64) -> Vec<Value> {
 
 #[test]
 fn rsyslog_in_the_testbed_gets_every_record_exactly_once_across_a_30_s_outage() {
-    if !can_run(&["curl", "python3", "openssl", "rsyslogd", "ss"]) {
+    // rsyslogd lives in sbin and its TLS driver in a package of its own: checked by file.
+    let mut missing = missing_tools(&["curl", "python3", "openssl"]);
+    missing.extend(testkit::rsyslog::missing());
+    if !testkit::can_run(missing) {
         return;
     }
     let tb = Testbed::up("e2esysl");

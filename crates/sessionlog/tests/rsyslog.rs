@@ -3,7 +3,7 @@
 //! and across a restart of the logger.
 //!
 //! Needs root, rsyslogd and its gtls driver (Debian: rsyslog, rsyslog-gnutls). Without
-//! them the tests say SKIP and pass, unless CI=true, where they fail.
+//! them the tests say SKIPPED and pass, unless CI=true, where they fail.
 //!
 //! The outage lasts 3 s; with GW_SLOW_TESTS set it lasts 30 s, as the acceptance
 //! test asks.
@@ -24,24 +24,10 @@ use testkit::rsyslog::{Rsyslog, Tls};
 
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(90);
 
-/// Whether the test can run here; says SKIP (or fails under CI=true) when it cannot.
+/// Whether the test can run here; says SKIPPED (or fails under CI=true) when it cannot.
 fn can_run() -> bool {
     common::init_tracing();
-    let mut missing = Vec::new();
-    // Safety: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root".to_string());
-    }
-    missing.extend(testkit::rsyslog::missing());
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("rsyslog tests need {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg} (CI=true: not skipping)");
-    }
-    eprintln!("SKIP: {msg}");
-    false
+    testkit::can_run(testkit::rsyslog::missing())
 }
 
 /// rsyslog on loopback (a free port), presenting the test PKI's server certificate.

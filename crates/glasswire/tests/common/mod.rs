@@ -15,29 +15,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_glasswire");
 /// True when the test may run. Outside CI a missing privilege or tool skips the test
 /// loudly; in CI (`CI=true`) it fails it, so nothing is silently skipped there.
 pub fn can_run(tools: &[&str]) -> bool {
-    let in_ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
-    let mut missing = Vec::new();
-    // Safety: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root".to_string());
-    }
-    for t in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
-            missing.push(t.to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!in_ci, "CI=true but this test needs {missing:?}");
-    eprintln!("SKIPPED (not counted as a pass): needs {missing:?}");
-    false
+    testkit::can_run(missing_tools(tools))
+}
+
+/// The programs of `tools` that are not on PATH.
+pub fn missing_tools(tools: &[&str]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|t| t.to_string())
+        .collect()
 }
 
 pub fn run(argv: &[&str]) -> Output {

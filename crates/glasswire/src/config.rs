@@ -14,7 +14,7 @@ pub struct Config {
     pub flows: FlowsConfig,
     #[serde(default)]
     pub stats: StatsConfig,
-    /// Which TLS flows are bypassed, blocked (or, later, intercepted): docs/policy.md.
+    /// Which TLS flows are bypassed, blocked or intercepted: docs/policy.md.
     #[serde(default)]
     pub policy: PolicySpec,
     /// Interception (docs/intercept.md): the inspection CA and how upstream servers are
@@ -409,7 +409,8 @@ impl Config {
         Ok(policy)
     }
 
-    /// Refuses a policy that asks for what this build cannot do yet.
+    /// Refuses a policy that asks to intercept when there is no `[intercept]` (no inspection
+    /// CA to forge with).
     pub fn check_runnable(&self, policy: &Policy) -> Result<()> {
         let mut wants = policy.rules_with_action(Action::Intercept);
         if policy.default_action() == Action::Intercept {
